@@ -39,3 +39,26 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "minrnn", "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "sample" in out.stdout
+
+
+def test_report_tabulates_runs_beside_the_paper(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "shakespeare", "--steps", "4", "--out", str(run), *TINY]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in records if "val_loss" in r), key=lambda r: r["val_loss"])
+    assert main(["report", str(run), "--out", str(tmp_path / "table")]) == 0
+    (row,) = json.loads((tmp_path / "table.json").read_text())["runs"]
+    assert (row["kind"], row["steps"], row["finished"], row["early_stop"]) == ("mingru", 4, True, False)
+    assert (row["best_val_loss"], row["best_step"]) == (best["val_loss"], best["step"])
+    assert row["wall_s"] == records[-1]["wall"] and "CPU threads" in row["hardware"]
+    assert row["paper_val_loss"] is None  # the small preset is not the paper's
+    assert f"| mingru | {row['parameters'] / 1e6:.2f}M | {best['val_loss']:.4f} |" in (tmp_path / "table.md").read_text()
+
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "preset": "paper"}))  # the paper's columns
+    assert main(["report", str(run), "--out", str(tmp_path / "table")]) == 0
+    (row,) = json.loads((tmp_path / "table.json").read_text())["runs"]
+    assert (row["paper_val_loss"], row["paper_best_step"]) == (1.548, 575)
+
+    assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "t2")]) == 2
+    assert "no config.json" in capsys.readouterr().err

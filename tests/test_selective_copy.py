@@ -204,6 +204,13 @@ def test_cli_train_and_ablate(tmp_path, capsys):
     mtime = (out / "mingru-L1-s1337" / "metrics.jsonl").stat().st_mtime_ns
     assert main(["ablate", "selective-copy", "--cells", "mingru,minlstm", "--layers", "1,2", "--seeds", "2", "--out", str(out), *common]) == 0
     assert (out / "mingru-L1-s1337" / "metrics.jsonl").stat().st_mtime_ns == mtime
+    # ... also when the run predates a TrainConfig field (its default is what it ran with).
+    config_path = out / "mingru-L1-s1337" / "config.json"
+    old = json.loads(config_path.read_text())
+    del old["train"]["patience"]
+    config_path.write_text(json.dumps(old))
+    assert main(["ablate", "selective-copy", "--cells", "mingru", "--layers", "1", "--seeds", "1", "--out", str(out), *common]) == 0
+    assert (out / "mingru-L1-s1337" / "metrics.jsonl").stat().st_mtime_ns == mtime
 
     assert main(["ablate", "selective-copy", "--layers", "1,x", "--out", str(out)]) == 2
 

@@ -115,6 +115,8 @@ def test_fit_writes_run_folder(tmp_path, data):
     assert [r["step"] for r in records] == list(range(1, 13))
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 12]
     assert all(math.isfinite(r["train_loss"]) and r["tokens"] == 2 * 4 * 32 for r in records)
+    assert all(0 < r["time"] <= r["wall"] for r in records)  # the wall clock adds validation
+    assert [r["wall"] for r in records] == sorted(r["wall"] for r in records)
     assert records[0]["lr"] == pytest.approx(cfg.lr_at(0)) and records[-1]["lr"] == pytest.approx(cfg.min_lr)
     assert last == records[-1]
     assert (tmp_path / CHECKPOINT).is_file() and (tmp_path / BEST).is_file()
@@ -157,6 +159,24 @@ def test_metrics_fn_and_early_stop(tmp_path, data):
     assert 0.0 <= last["val_acc"] <= 1.0
     assert last["val_loss"] == trainer.evaluate() == trainer.validate()["val_loss"]
     assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 8
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path, data):
+    """lr 0: the first validation (step 2) stays the best; patience 2 stops two validations later.
+    A run that crashed in between resumes, counts on from the saved best step and stops there too."""
+    cfg = tiny_config(steps=40, lr=0.0, min_lr=0.0, warmup_steps=0, eval_every=2, patience=2)
+    trainer = Trainer(tiny_model(), shakespeare.batch_fn(data, cfg), cfg, tmp_path / "a")
+    last = trainer.fit()
+    assert (last["step"], trainer.best_step, last["early_stop"]) == (6, 2, True)
+    crashed = Trainer(tiny_model(), crashing(shakespeare.batch_fn(data, cfg), after_calls=4), cfg, tmp_path / "b")
+    with pytest.raises(Crash):
+        crashed.fit()
+    resumed = Trainer(tiny_model(), shakespeare.batch_fn(data, cfg), cfg, tmp_path / "b")
+    resumed.resume()
+    assert resumed.step == 4 and resumed.wall >= resumed.elapsed > 0
+    assert resumed.fit()["step"] == 6
+    with pytest.raises(ValueError, match="patience must be >= 0"):
+        tiny_config(patience=-1)
 
 
 def test_training_is_deterministic(tmp_path, data):

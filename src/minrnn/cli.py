@@ -1,10 +1,11 @@
 """Command line: ``minrnn train TASK ...``, ``minrnn ablate selective-copy ...``,
-``minrnn sample RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
+``minrnn sample RUN_DIR ...``, ``minrnn report RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
     minrnn train shakespeare --preset paper --model minlstm --out runs/minlstm
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
     torchrun --nproc_per_node 2 -m minrnn train shakespeare --out runs/ddp   # DDP
     minrnn sample runs/minlstm --prompt "ROMEO:" --temperature 0.8 --top-k 40 --seed 1
+    minrnn report runs/mingru runs/minlstm --out results/shakespeare/paper   # table beside the paper's
     minrnn train selective-copy --model mingru --layers 3 --out runs/copy
     minrnn ablate selective-copy --cells mingru,minlstm --layers 1,2,3 --seeds 3 --out runs/ablation
 
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int, default=None)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="cpu")
+
+    report = sub.add_parser("report", help="tabulate runs (best val loss, step, times, hardware) beside the paper's figures")
+    report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
+    report.add_argument("--out", required=True, help="path stem: writes <out>.json, <out>.md and <out>.png")
+    report.add_argument("--title", default=None, help="table title (default: task and preset)")
 
     bench = sub.add_parser("bench", help="benchmarks: training-step runtime (paper Fig. 1), scan vs memory bandwidth")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -275,6 +281,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from minrnn.tasks.report import write_report
+
+    payload = write_report(args.run_dirs, args.out, args.title)
+    print(payload["table"])
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     task = TASKS[args.task]
     _, train_cfg, task_cfg = task.configs(args.preset)
@@ -287,7 +301,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "ablate": cmd_ablate, "sample": cmd_sample, "bench": cmd_bench}[args.command](args)
+        commands = {"train": cmd_train, "ablate": cmd_ablate, "sample": cmd_sample, "report": cmd_report, "bench": cmd_bench}
+        return commands[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"minrnn: error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from minrnn.bench.common import machine_info
 from minrnn.models import build_model
 from minrnn.models.baselines import RNNConfig, TransformerConfig
 from minrnn.models.lm import LMConfig
@@ -90,14 +91,15 @@ def run_config(
 
 
 def run_task(task: ModuleType, config: dict, out_dir: str | Path, *, resume: bool = False, reuse: bool = False) -> dict:
-    """Train the run ``config`` of ``task`` into ``out_dir`` (config.json, metrics.jsonl, checkpoints).
+    """Train the run ``config`` of ``task`` into ``out_dir`` (config.json, metrics.jsonl, checkpoints,
+    and machine.jsonl: what each session, the first and every resume, ran on).
 
     ``resume=True`` continues from the folder's checkpoint. Under torchrun every process calls
     this; only rank 0 prints and writes. Returns the last training record (step, losses,
     validation metrics, ``early_stop``) with ``best_val_loss`` and what the task's optional
-    ``finish(trainer, model_config, train_cfg, task_cfg)`` reports (e.g. a test accuracy); rank 0
-    also writes it to ``result.json``. With ``reuse=True``, a folder that already holds the result
-    of a finished run with the same config is read back, not retrained.
+    ``finish(trainer, model_config, train_cfg, task_cfg)`` reports (e.g. a test accuracy) and the
+    parameter count; rank 0 also writes it to ``result.json``. With ``reuse=True``, a folder that
+    already holds the result of a finished run with the same config is read back, not retrained.
     """
     out = Path(out_dir)
     if reuse and (previous := _finished_result(out, config)) is not None:
@@ -129,9 +131,14 @@ def run_task(task: ModuleType, config: dict, out_dir: str | Path, *, resume: boo
     if resume:
         trainer.resume()
         say(f"resumed {out} at step {trainer.step}")
+    if info.is_main:
+        session = {"step": trainer.step, "world_size": info.world_size, **machine_info(trainer.device)}
+        with (out / "machine.jsonl").open("w" if trainer.step == 0 else "a") as f:
+            f.write(json.dumps(session) + "\n")
     result = dict(trainer.fit())
     result["best_val_loss"] = trainer.best_val
     result["best_step"] = trainer.best_step
+    result["parameters"] = n_params
     finish = getattr(task, "finish", None)
     if finish is not None:
         result.update(finish(trainer, config["model"], train_cfg, task_cfg))
@@ -145,6 +152,8 @@ def _finished_result(out: Path, config: dict) -> dict | None:
     try:
         saved = json.loads((out / "config.json").read_text())
         result = json.loads((out / "result.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        # Fields added to TrainConfig since that run take their defaults, as a resumed run's do.
+        saved["train"] = TrainConfig(**saved["train"]).to_dict()
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     return result if saved == config else None

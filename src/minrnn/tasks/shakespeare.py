@@ -45,6 +45,15 @@ PRESETS: dict[str, tuple[LMConfig, TrainConfig, TaskConfig]] = {
     ),
 }
 DEFAULT_PRESET = "small"
+# The paper's reported test loss and the step of the best checkpoint (PAPER.md), shown beside ours
+# by `minrnn report`.
+PAPER = {
+    "paper": {
+        "mingru": {"val_loss": 1.548, "best_step": 575},
+        "minlstm": {"val_loss": 1.555, "best_step": 625},
+        "transformer": {"val_loss": 1.547, "best_step": 2000},
+    }
+}
 # The Transformer baseline's depth and heads per preset, where --n-layers / --n-heads are not given
 # (paper: nanoGPT's shakespeare_char model, the paper's Transformer baseline).
 TRANSFORMER_PRESETS = {"paper": {"n_layers": 6, "n_heads": 6}, "small": {"n_layers": 2, "n_heads": 4}}
@@ -83,4 +92,4 @@ def tokenizer_from_checkpoint(ckpt: dict) -> CharTokenizer:
     return CharTokenizer(ckpt["tokenizer"])
 
 
-__all__ = ["MODEL_KINDS", "PRESETS", "DEFAULT_PRESET", "TaskConfig", "configs", "setup", "batch_fn"]
+__all__ = ["MODEL_KINDS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]

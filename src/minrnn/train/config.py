@@ -30,6 +30,7 @@ class TrainConfig:
     eval_every: int = 25  # steps between validations (and best-checkpoint updates)
     eval_iters: int = 20  # validation batches per evaluation
     ckpt_every: int = 0  # steps between checkpoints; 0: at every evaluation
+    patience: int = 0  # stop after this many validations in a row without a new best val_loss; 0: never
     seed: int = 1337
     device: str = "auto"  # "auto": cuda if available, else cpu
     tensorboard: bool = False  # also log to out_dir/tensorboard (needs the `tensorboard` extra)
@@ -38,7 +39,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "context", "eval_every", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "ckpt_every", "grad_clip", "weight_decay", "min_lr"):
+        for name in ("warmup_steps", "ckpt_every", "patience", "grad_clip", "weight_decay", "min_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in ("cosine", "constant"):

@@ -88,7 +88,7 @@ class Trainer:
 
     ``metrics_fn`` adds metrics to each validation (recorded as ``val_<name>`` beside
     ``val_loss``); ``early_stop(record)`` is asked after each validation and ends training when it
-    returns True (the record then has ``"early_stop": True``).
+    returns True (the record then has ``"early_stop": True``), as does ``config.patience``.
     Under torchrun the model is wrapped in DDP; only rank 0 evaluates, logs and saves.
     """
 
@@ -127,6 +127,7 @@ class Trainer:
         self.best_val = math.inf
         self.best_step = 0
         self.elapsed = 0.0  # training wall time, summed over resumed sessions
+        self.wall = 0.0  # the same with validation and checkpointing included
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class Trainer:
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "best_step": self.best_step,
             "elapsed": self.elapsed,
+            "wall": self.wall,
             "rng": rng,
         }
 
@@ -199,6 +201,8 @@ class Trainer:
         self.best_val = payload.get("best_val") if payload.get("best_val") is not None else math.inf
         self.best_step = int(payload.get("best_step", 0))
         self.elapsed = float(payload.get("elapsed", 0.0))
+        # Checkpoints older than the wall clock: the training time is the best lower bound known.
+        self.wall = float(payload.get("wall", self.elapsed))
         rng = payload.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -254,6 +258,12 @@ class Trainer:
             loss /= self.dist.world_size
         return loss.item(), grad_norm.item(), tokens * self.dist.world_size
 
+    def _out_of_patience(self) -> bool:
+        """True once ``config.patience`` validations in a row brought no new best val_loss (counted
+        from ``best_step``, so a resumed run counts on)."""
+        cfg = self.config
+        return cfg.patience > 0 and self.step - self.best_step >= cfg.patience * cfg.eval_every
+
     def fit(self) -> dict:
         """Train until ``config.steps``; returns the last metrics record."""
         cfg, main = self.config, self.dist.is_main
@@ -266,6 +276,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         last: dict = {}
         session_tokens, session_time = 0, 0.0  # for the progress bar's average tokens/s
+        tick = time.perf_counter()  # wall clock: a step's checkpoint write counts in the next step
         while self.step < cfg.steps:
             t0 = time.perf_counter()
             loss, grad_norm, tokens = self._train_step()
@@ -288,11 +299,14 @@ class Trainer:
                 if record["val_loss"] < self.best_val:
                     self.best_val, self.best_step = record["val_loss"], self.step
                     self._save_best()
-                stop = self.early_stop is not None and bool(self.early_stop(record))
-            if evaluating and self.early_stop is not None and self.dist.world_size > 1:
+                stop = self._out_of_patience() or (self.early_stop is not None and bool(self.early_stop(record)))
+            if evaluating and (self.early_stop is not None or cfg.patience) and self.dist.world_size > 1:
                 stop = _broadcast_flag(stop, self.device)  # rank 0 decides for all
             if stop:
                 record["early_stop"] = True
+            now = time.perf_counter()
+            self.wall, tick = self.wall + (now - tick), now
+            record["wall"] = round(self.wall, 3)  # seconds so far, validation included
             if main:
                 # The record goes to disk before the checkpoint of its step: after a crash the
                 # log reaches at least the checkpoint, and resume cuts what lies beyond it.
