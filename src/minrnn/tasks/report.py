@@ -15,6 +15,7 @@ from pathlib import Path
 
 from minrnn.models import build_model
 from minrnn.tasks import TASKS
+from minrnn.train.plot import pyplot
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -119,13 +120,8 @@ def markdown(rows: list[dict], title: str) -> str:
 def plot(rows: list[dict], png_path: Path) -> Path | None:
     """Validation loss against step for every run (dashed: the paper's best loss); None without
     matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: plot skipped: matplotlib is not installed (pip install 'minrnn[plot]')")
+    plt = pyplot("report plot")
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for r in rows:

@@ -6,16 +6,25 @@ import json
 from pathlib import Path
 
 
-def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
-    """Draw metrics.jsonl's train_loss and val_loss into png_path; returns the path, or None
-    (with a note) when matplotlib is not installed."""
+def pyplot(what: str):
+    """matplotlib.pyplot drawing to files, or None (with a note that ``what`` is skipped) when
+    matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only, no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: loss-curve PNG skipped: matplotlib is not installed (pip install 'minrnn[plot]')")
+        print(f"note: {what} skipped: matplotlib is not installed (pip install 'minrnn[plot]')")
+        return None
+    return plt
+
+
+def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
+    """Draw metrics.jsonl's train_loss and val_loss into png_path; returns the path, or None
+    (with a note) when matplotlib is not installed."""
+    plt = pyplot("loss-curve PNG")
+    if plt is None:
         return None
     records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
