@@ -15,19 +15,7 @@ from pathlib import Path
 
 from minrnn.models import build_model
 from minrnn.tasks import TASKS
-from minrnn.train.plot import pyplot
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-    return records
+from minrnn.train.plot import pyplot, read_jsonl
 
 
 def _hardware(sessions: list[dict]) -> str:
@@ -52,13 +40,13 @@ def summarize_run(run_dir: str | Path) -> dict:
     if not config_path.exists():
         raise FileNotFoundError(f"{run} is not a run folder: it has no config.json")
     config = json.loads(config_path.read_text())
-    records = _read_jsonl(run / "metrics.jsonl")
+    records = read_jsonl(run / "metrics.jsonl")
     if not records:
         raise ValueError(f"{run} has no metrics yet (metrics.jsonl is empty)")
     evals = [r for r in records if "val_loss" in r]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
     last = records[-1]
-    sessions = _read_jsonl(run / "machine.jsonl")
+    sessions = read_jsonl(run / "machine.jsonl")
     model = build_model(config["arch"], config["model"])
     paper = getattr(TASKS.get(config["task"]), "PAPER", {}).get(config.get("preset"), {}).get(config["kind"], {})
     return {
@@ -125,7 +113,7 @@ def plot(rows: list[dict], png_path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for r in rows:
-        evals = [(x["step"], x["val_loss"]) for x in _read_jsonl(Path(r["run"]) / "metrics.jsonl") if "val_loss" in x]
+        evals = [(x["step"], x["val_loss"]) for x in read_jsonl(Path(r["run"]) / "metrics.jsonl") if "val_loss" in x]
         if not evals:
             continue
         (line,) = ax.plot(*zip(*evals), lw=1.5, label=f"{r['kind']} (best {r['best_val_loss']:.3f} at {r['best_step']})")

@@ -6,6 +6,21 @@ import json
 from pathlib import Path
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file such as metrics.jsonl; [] if it does not exist. A line cut
+    by a crash is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def pyplot(what: str):
     """matplotlib.pyplot drawing to files, or None (with a note that ``what`` is skipped) when
     matplotlib is not installed."""
@@ -26,7 +41,7 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
     plt = pyplot("loss-curve PNG")
     if plt is None:
         return None
-    records = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    records = read_jsonl(metrics_path)
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
