@@ -50,6 +50,7 @@ def test_report_tabulates_runs_beside_the_paper(tmp_path, capsys):
     (row,) = json.loads((tmp_path / "table.json").read_text())["runs"]
     assert (row["kind"], row["steps"], row["finished"], row["early_stop"]) == ("mingru", 4, True, False)
     assert (row["best_val_loss"], row["best_step"]) == (best["val_loss"], best["step"])
+    assert row["val_curve"] == [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]
     assert row["wall_s"] == records[-1]["wall"] and "CPU threads" in row["hardware"]
     assert row["paper_val_loss"] is None  # the small preset is not the paper's
     assert f"| mingru | {row['parameters'] / 1e6:.2f}M | {best['val_loss']:.4f} |" in (tmp_path / "table.md").read_text()

@@ -34,7 +34,8 @@ def _hardware(sessions: list[dict]) -> str:
 
 
 def summarize_run(run_dir: str | Path) -> dict:
-    """One run folder -> its config, best validation loss and step, steps done, times, hardware."""
+    """One run folder -> its config, best validation loss and step, validation curve, steps done,
+    times, hardware."""
     run = Path(run_dir)
     config_path = run / "config.json"
     if not config_path.exists():
@@ -62,6 +63,7 @@ def summarize_run(run_dir: str | Path) -> dict:
         "best_val_loss": best["val_loss"] if best else None,
         "best_step": best["step"] if best else None,
         "last_val_loss": evals[-1]["val_loss"] if evals else None,
+        "val_curve": [[r["step"], r["val_loss"]] for r in evals],  # [step, val_loss] pairs, for the plot
         "train_time_s": last.get("time"),  # optimizer steps only
         "wall_s": last.get("wall"),  # validation and checkpoints included
         "wall_to_best_s": best.get("wall") if best else None,
@@ -113,10 +115,9 @@ def plot(rows: list[dict], png_path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for r in rows:
-        evals = [(x["step"], x["val_loss"]) for x in read_jsonl(Path(r["run"]) / "metrics.jsonl") if "val_loss" in x]
-        if not evals:
+        if not r["val_curve"]:
             continue
-        (line,) = ax.plot(*zip(*evals), lw=1.5, label=f"{r['kind']} (best {r['best_val_loss']:.3f} at {r['best_step']})")
+        (line,) = ax.plot(*zip(*r["val_curve"]), lw=1.5, label=f"{r['kind']} (best {r['best_val_loss']:.3f} at {r['best_step']})")
         if r["paper_val_loss"] is not None:
             ax.axhline(r["paper_val_loss"], color=line.get_color(), ls="--", lw=0.8, label=f"paper {r['kind']} {r['paper_val_loss']:.3f}")
     ax.set_xlabel("step")
