@@ -19,9 +19,8 @@ import time
 import torch
 
 from minrnn.models import build_model
-from minrnn.models.lm import LMConfig
 from minrnn.tasks import shakespeare
-from minrnn.tasks.base import model_spec
+from minrnn.tasks.base import fresh_run_config
 
 
 def time_per_token(model: torch.nn.Module, lengths: list[int], tokens: int, vocab: int) -> dict[int, list[float]]:
@@ -56,17 +55,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model_cfg, train_cfg, _ = shakespeare.configs("paper")
     results = []
     print(f"ms per token (median of {args.tokens} steps), {args.threads} thread(s), torch {torch.__version__}, {platform.processor() or platform.machine()}")
     print(f"{'model':<12}{'params':>12}" + "".join(f"{'L=' + str(n):>12}" for n in args.lengths) + f"{'ratio':>8}")
     for kind in args.kinds:
-        cfg = LMConfig(**{**model_cfg.to_dict(), "vocab_size": 65})
-        if kind == "transformer":
-            cfg.n_layers = shakespeare.TRANSFORMER_PRESETS["paper"]["n_layers"]
-        arch, spec = model_spec(kind, cfg, train_cfg.context, shakespeare.TRANSFORMER_PRESETS["paper"]["n_heads"])
+        config = fresh_run_config(shakespeare, "shakespeare", "paper", {}, kind)
         torch.manual_seed(0)
-        model = build_model(arch, spec).eval()
+        model = build_model(config["arch"], config["model"]).eval()
         params = sum(p.numel() for p in set(model.parameters()))
         medians = []
         for length, times in time_per_token(model, args.lengths, args.tokens, 65).items():

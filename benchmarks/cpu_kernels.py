@@ -107,10 +107,10 @@ def part_layer(args) -> dict:
     B, T, d = args.B, args.layer_T, args.d
     x = torch.randn(B, T, d, requires_grad=True)
     models = {
-        "MinGRU": MinGRU(d, d),
+        "MinGRU": MinGRU(d, d, batch_first=True),
         "Linear(d, 2d) alone": nn.Linear(d, 2 * d),
         "nn.GRU": nn.GRU(d, d, batch_first=True),
-        "MinLSTM": MinLSTM(d, d),
+        "MinLSTM": MinLSTM(d, d, batch_first=True),
         "Linear(d, 3d) alone": nn.Linear(d, 3 * d),
         "nn.LSTM": nn.LSTM(d, d, batch_first=True),
     }
@@ -136,7 +136,7 @@ from torch import nn
 from minrnn import MinGRU, MinLSTM
 torch.set_num_threads(1)
 name, B, T, d = sys.argv[1], *map(int, sys.argv[2:5])
-make = {"MinGRU": lambda: MinGRU(d, d), "MinLSTM": lambda: MinLSTM(d, d),
+make = {"MinGRU": lambda: MinGRU(d, d, batch_first=True), "MinLSTM": lambda: MinLSTM(d, d, batch_first=True),
         "nn.GRU": lambda: nn.GRU(d, d, batch_first=True), "nn.LSTM": lambda: nn.LSTM(d, d, batch_first=True),
         "Linear(d, 2d)": lambda: nn.Linear(d, 2 * d), "Linear(d, 3d)": lambda: nn.Linear(d, 3 * d)}[name]
 m = make()

@@ -275,11 +275,11 @@ def sweep_configs(device: str, B: int, T: int, H: int) -> dict:
 def bench_layers(device: str, B: int, d: int, Ts) -> list[dict]:
     """Forward + mean-square loss + backward of one layer (d -> d), fp32."""
     layers = {
-        "MinGRU (triton)": MinGRU(d, d, backend="triton" if device == "cuda" else None),
-        "MinGRU (torch)": MinGRU(d, d, backend="torch"),
+        "MinGRU (triton)": MinGRU(d, d, batch_first=True, backend="triton" if device == "cuda" else None),
+        "MinGRU (torch)": MinGRU(d, d, batch_first=True, backend="torch"),
         "nn.GRU (cuDNN)": torch.nn.GRU(d, d, batch_first=True),
-        "MinLSTM (triton)": MinLSTM(d, d, backend="triton" if device == "cuda" else None),
-        "MinLSTM (torch)": MinLSTM(d, d, backend="torch"),
+        "MinLSTM (triton)": MinLSTM(d, d, batch_first=True, backend="triton" if device == "cuda" else None),
+        "MinLSTM (torch)": MinLSTM(d, d, batch_first=True, backend="torch"),
         "nn.LSTM (cuDNN)": torch.nn.LSTM(d, d, batch_first=True),
     }
     rows = []

@@ -12,7 +12,8 @@ from torch import nn
 
 from minrnn.bench import runtime, scan
 from minrnn.bench.baselines import LoopGRU, LoopLSTM
-from minrnn.bench.common import num_threads, parse_list, peak_memory, time_interleaved, time_steps
+from minrnn.bench.common import num_threads, peak_memory, time_interleaved, time_steps
+from minrnn.cli import parse_list
 from minrnn.cli import main
 
 TINY = dict(seq_lens=[8, 16], batch=2, d_in=8, d_h=8, threads=[1], repeats=1)

@@ -63,3 +63,33 @@ def test_report_tabulates_runs_beside_the_paper(tmp_path, capsys):
 
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "t2")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_flags_that_do_not_apply_or_make_no_sense_are_refused(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    cases = [
+        (["--model", "gru", "--expansion", "4"], "--expansion does not apply to --model gru"),
+        (["--model", "mingru", "--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+        (["--model", "mingru", "--cell", "minlstm"], "--cell minlstm contradicts --model mingru"),
+        (["--n-layers", "0"], "n_layers must be > 0"),
+        (["--layers", "-3"], "n_layers must be > 0"),
+        (["--conv-kernel", "-2"], "conv_kernel must be >= 0"),
+        (["--d-model", "-5"], "d_model must be > 0"),
+        (["--device", "foo"], "unknown device 'foo'"),
+        (["--backend", "nope"], "unknown backend 'nope'"),
+    ]
+    for flags, message in cases:
+        assert main(["train", "shakespeare", "--steps", "1", "--out", out, *TINY, *flags]) == 2, flags
+        assert message in capsys.readouterr().err, flags
+
+
+def test_backend_flag_sets_the_layers_backend(tmp_path, monkeypatch):
+    from minrnn.train import trainer as trainer_module
+
+    seen = []
+    fit = trainer_module.Trainer.fit
+    monkeypatch.setattr(trainer_module.Trainer, "fit", lambda self: seen.append([b.rnn.backend for b in self.model.blocks]) or fit(self))
+    assert main(["train", "shakespeare", "--steps", "1", "--out", str(tmp_path / "r"), *TINY, "--backend", "torch"]) == 0
+    assert seen == [["torch"]]
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["train"]["backend"] == "torch"

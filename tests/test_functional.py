@@ -213,3 +213,48 @@ def test_set_backend_and_get_backend():
     finally:
         F.set_backend(None)
     assert F.get_backend(x).name in F.available_backends()
+
+
+def test_use_backend_is_scoped_to_its_block_and_thread():
+    import threading
+
+    x = torch.randn(1, 3, 2)
+    auto = F.get_backend(x).name
+    with F.use_backend("log"):
+        assert F.get_backend(x).name == "log"
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(F.get_backend(x).name))
+        other.start()
+        other.join()
+        assert seen == [auto]  # another thread keeps automatic selection
+    assert F.get_backend(x).name == auto
+
+    def set_in_thread():
+        F.set_backend("sequential")
+        seen.append(F.get_backend(x).name)
+
+    seen.clear()
+    worker = threading.Thread(target=set_in_thread)
+    worker.start()
+    worker.join()
+    assert seen == ["sequential"] and F.get_backend(x).name == auto  # set_backend stayed in its thread
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_backend_that_cannot_run_here_is_refused():
+    from minrnn import MinGRU
+
+    for call in (lambda: F.set_backend("triton"), lambda: F.use_backend("triton").__enter__(), lambda: MinGRU(2, 3, backend="triton")):
+        with pytest.raises(ValueError, match="cannot run on this machine"):
+            call()
+
+
+def test_set_backend_on_a_model_sets_every_layer():
+    from minrnn import LMConfig, MinRNNLM
+    from minrnn.layers import set_backend
+
+    model = MinRNNLM(LMConfig(vocab_size=5, d_model=4, n_layers=2, expansion=1.0))
+    assert set_backend(model, "torch") is model
+    assert [b.rnn.backend for b in model.blocks] == ["torch", "torch"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        set_backend(model, "nope")

@@ -108,3 +108,52 @@ def test_sample_next_top_k_restricts_choices():
 def test_lm_rejects_bad_ids():
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         _lm()(torch.randn(2, 3))
+
+
+def test_registry_builds_every_kind_and_refuses_flags_it_does_not_read():
+    from minrnn.models import MODEL_KINDS, build_model, check_options, model_config
+
+    settings = dict(vocab_size=11, d_model=8, n_layers=2, dropout=0.0, n_heads=2, expansion=3.0)
+    for kind in MODEL_KINDS:
+        arch, config = model_config(kind, settings, context=16)
+        model = build_model(arch, config)
+        logits, _ = model(torch.randint(0, 11, (2, 5)))
+        assert logits.shape == (2, 5, 11)
+    assert model_config("minlstm", settings, 16)[1]["cell"] == "minlstm"
+    assert model_config("minlstm", settings, 16)[1]["expansion"] == 3.0
+    check_options("mingru", ["expansion", "d_model"])  # fine
+    check_options("transformer", ["n_heads", "dropout"])
+    with pytest.raises(ValueError, match="--expansion does not apply to --model gru"):
+        check_options("gru", ["d_model", "expansion"])
+    with pytest.raises(ValueError, match="--n-heads does not apply to --model mingru"):
+        check_options("mingru", ["n_heads"])
+    with pytest.raises(ValueError, match="unknown model kind 'nope'"):
+        check_options("nope", [])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_layers=0), "n_layers must be > 0"),
+        (dict(n_layers=-3), "n_layers must be > 0"),
+        (dict(vocab_size=0), "vocab_size must be > 0"),
+        (dict(conv_kernel=-2), "conv_kernel must be >= 0"),
+        (dict(mlp_ratio=-1.0), "mlp_ratio must be >= 0"),
+        (dict(expansion=0.0), "expansion must be > 0"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(cell="gru"), "cell must be one of"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+    ],
+)
+def test_lm_config_refuses_values_out_of_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LMConfig(**kwargs)
+
+
+def test_baseline_configs_refuse_values_out_of_range():
+    from minrnn.models import RNNConfig, TransformerConfig
+
+    with pytest.raises(ValueError, match="n_layers must be > 0"):
+        RNNConfig(n_layers=0)
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        TransformerConfig(d_model=10, n_heads=3)

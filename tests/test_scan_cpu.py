@@ -254,14 +254,16 @@ def test_custom_ops_pass_opcheck():
 @pytest.mark.parametrize("cls", [MinGRU, MinLSTM])
 def test_torch_compile_forward_backward(cls):
     torch._dynamo.reset()
-    layer = cls(8, 16, num_layers=2)
+    layer = cls(8, 16, num_layers=2, batch_first=True)
     x = torch.randn(3, 20, 8)
     compiled = torch.compile(layer, fullgraph=True)  # fullgraph: the custom ops trace without breaks
     out, h_n = compiled(x)
+    h_n = h_n[0] if cls is MinLSTM else h_n  # MinLSTM returns nn.LSTM's (h_n, c_n)
     (out.sum() + h_n.sum()).backward()
     grads = [p.grad.clone() for p in layer.parameters()]
     layer.zero_grad()
     ref_out, ref_h = layer(x)
+    ref_h = ref_h[0] if cls is MinLSTM else ref_h
     (ref_out.sum() + ref_h.sum()).backward()
     torch.testing.assert_close(out, ref_out)
     for g, p in zip(grads, layer.parameters()):

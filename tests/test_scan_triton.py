@@ -251,9 +251,9 @@ def test_compiled_layer_uses_kernels(st, monkeypatch):
     # A MinGRU layer on the triton backend under torch.compile(fullgraph=True): no graph break from
     # the backend lookup or the lazy import. On CPU the backend is made to accept interpreted tensors.
     if not ON_GPU:
-        triton_backend = dataclasses.replace(F._BACKENDS["triton"], supports=lambda x: True)
+        triton_backend = dataclasses.replace(F._BACKENDS["triton"], supports=lambda x: True, available=lambda: True)
         monkeypatch.setattr(F, "_BACKENDS", {**F._BACKENDS, "triton": triton_backend})
-    layer = MinGRU(6, 5, backend="triton").to(DEVICE)
+    layer = MinGRU(6, 5, batch_first=True, backend="triton").to(DEVICE)
     x = torch.randn(2, 7, 6, device=DEVICE, requires_grad=True)
     h0 = -torch.rand(1, 2, 5, device=DEVICE)
 
@@ -263,7 +263,7 @@ def test_compiled_layer_uses_kernels(st, monkeypatch):
 
     loss = torch.compile(loss_fn, backend="aot_eager", fullgraph=True)(x)
     (grad,) = torch.autograd.grad(loss, x)
-    ref_layer = MinGRU(6, 5, backend="sequential").to(DEVICE)
+    ref_layer = MinGRU(6, 5, batch_first=True, backend="sequential").to(DEVICE)
     ref_layer.load_state_dict(layer.state_dict())
     out, h_n = ref_layer(x, h0)
     ref_loss = out.square().mean() + h_n.sum()

@@ -145,7 +145,7 @@ def _tiny(tmp_path, steps=300, **task):
 
 def _learns(tmp_path, steps, **task):
     model_cfg, train_cfg, task_cfg = _tiny(tmp_path, steps=steps, **task)
-    result = run_task(sc, run_config(sc, "selective-copy", "test", model_cfg, train_cfg, task_cfg), tmp_path)
+    result = run_task(sc, run_config(sc, "selective-copy", "test", model_cfg.to_dict(), train_cfg, task_cfg, "mingru"), tmp_path)
     assert result["test_accuracy"] >= 0.95, result
     # Early stop fired, and was recorded where the run's files say so.
     assert result["early_stop"] and result["step"] < train_cfg.steps
@@ -172,7 +172,7 @@ def test_run_is_reproducible_from_its_seed(tmp_path):
         torch.randn(7)  # move the global RNG between the runs
         model_cfg, train_cfg, task_cfg = _tiny(tmp_path, steps=3)
         train_cfg.seed = 5
-        run_task(sc, run_config(sc, "selective-copy", "test", model_cfg, train_cfg, task_cfg), tmp_path / name)
+        run_task(sc, run_config(sc, "selective-copy", "test", model_cfg.to_dict(), train_cfg, task_cfg, "mingru"), tmp_path / name)
         results.append((tmp_path / name / "metrics.jsonl").read_text().splitlines())
     losses = [[json.loads(line)["train_loss"] for line in lines] for lines in results]
     assert losses[0] == losses[1]

@@ -23,17 +23,17 @@ from typing import Sequence
 
 import torch
 
-from minrnn.bench.common import parse_list
 from minrnn.generation import generate
-from minrnn.models import build_model
-from minrnn.models.lm import LMConfig
+from minrnn.layers import set_backend
+from minrnn.models import MODEL_KINDS
+from minrnn.models.registry import model_fields
+from minrnn.pretrained import load_run
 from minrnn.tasks import TASKS, shakespeare
 from minrnn.tasks.ablation import run_ablation
-from minrnn.tasks.base import run_config, run_task
-from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights
+from minrnn.tasks.base import check_new_run_dir, fresh_run_config, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
+from minrnn.train.device import resolve_device
 from minrnn.train.distributed import close_distributed, init_distributed, on_main_then_broadcast
-from minrnn.train.trainer import resolve_device
 
 
 def _parse_bool(s: str) -> bool:
@@ -44,11 +44,22 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+def parse_list(text: str, kind: type = str) -> list:
+    """'64,128, 256' -> [64, 128, 256] (``kind`` converts each item); ValueError on an empty item."""
+    items = [s.strip() for s in text.split(",")]
+    if not items or any(not s for s in items):
+        raise ValueError(f"expected a comma-separated list, got {text!r}")
+    try:
+        return [kind(s) for s in items]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls_or_fields, title: str) -> None:
     """One ``--field-name`` flag per dataclass field, default None (= keep the preset's value).
     A boolean flag alone means true (``--tensorboard``); it also takes a value (``--bias false``)."""
     group = parser.add_argument_group(title)
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cls_or_fields) if isinstance(cls_or_fields, type) else cls_or_fields:
         flag = "--" + f.name.replace("_", "-")
         if str(f.type) == "bool":
             group.add_argument(flag, dest=f.name, type=_parse_bool, nargs="?", const=True, default=None, metavar="BOOL")
@@ -60,6 +71,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type, title: str) ->
 def _override(cfg, args: argparse.Namespace):
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(cfg) if getattr(args, f.name, None) is not None}
     return dataclasses.replace(cfg, **changes)
+
+
+def _given(args: argparse.Namespace, names) -> dict:
+    """The settings among ``names`` that the user gave on the command line."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,16 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = tasks.add_parser(name, help=(task.__doc__ or "").splitlines()[0])
         p.add_argument("--preset", default=task.DEFAULT_PRESET, choices=list(task.PRESETS), help=f"starting config (default: {task.DEFAULT_PRESET})")
         p.add_argument("--model", dest="model_kind", choices=task.MODEL_KINDS, default=None,
-                       help="mingru / minlstm (MinRNNLM, like --cell)" + (" or a baseline: transformer, gru, lstm" if "transformer" in task.MODEL_KINDS else "")
-                       + " (default: the preset's cell)")
-        if "transformer" in task.MODEL_KINDS:
-            p.add_argument("--n-heads", type=int, default=None, help="attention heads of --model transformer (default: per preset)")
+                       help="; ".join(f"{k}: {MODEL_KINDS[k].description}" for k in task.MODEL_KINDS) + " (default: the preset's cell)")
         p.add_argument("--layers", dest="n_layers", type=int, default=None, help="number of blocks (alias of --n-layers)")
         p.add_argument("--out", required=True, help="run folder for config, metrics and checkpoints")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint with its saved config; training flags given here "
             "override it (e.g. --steps to extend a finished run: the cosine schedule then stretches)")
         _add_config_flags(p, task.TaskConfig, "task config")
-        _add_config_flags(p, LMConfig, "model config")
+        _add_config_flags(p, model_fields().values(), "model config (a flag the chosen --model does not read is refused)")
         _add_config_flags(p, TrainConfig, "training config")
 
     ablate = sub.add_parser("ablate", help="train every cell x depth x seed of a task and tabulate accuracy")
@@ -108,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int, default=None)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="cpu")
+    sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
 
     report = sub.add_parser("report", help="tabulate runs (best val loss, step, times, hardware) beside the paper's figures")
     report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
@@ -150,17 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_flags_given(args: argparse.Namespace) -> list[str]:
-    given = [f.name for f in dataclasses.fields(LMConfig) if getattr(args, f.name, None) is not None]
-    given += [name for name in ("model_kind", "n_heads") if getattr(args, name, None) is not None]
-    return ["--" + name.replace("_", "-") for name in given]
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     info = init_distributed(args.device or "auto")
+    task = TASKS[args.task]
+    names = [f.name for f in dataclasses.fields(TrainConfig)] + [f.name for f in dataclasses.fields(task.TaskConfig)] + list(model_fields())
+    settings = _given(args, names)
     try:
-        config = _resumed_config(args) if args.resume else _fresh_config(args)
-        result = run_task(TASKS[args.task], config, args.out, resume=args.resume)
+        if args.resume:
+            if args.model_kind is not None:
+                raise ValueError("--resume keeps the saved model; drop --model")
+            config = resumed_run_config(task, args.task, args.out, settings)
+        else:
+            on_main_then_broadcast(lambda: check_new_run_dir(args.out))
+            config = fresh_run_config(task, args.task, args.preset, settings, args.model_kind)
+        result = run_task(task, config, args.out, resume=args.resume)
     finally:
         close_distributed()
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("val_", "test_", "best_val")))
@@ -170,62 +187,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fresh_config(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-
-    def check_fresh() -> None:
-        if (out / CHECKPOINT).exists():
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-
-    on_main_then_broadcast(check_fresh)
-    task = TASKS[args.task]
-    model_cfg, train_cfg, task_cfg = (_override(cfg, args) for cfg in task.configs(args.preset))
-    kind = args.model_kind or model_cfg.cell
-    n_heads = getattr(args, "n_heads", None)
-    if kind == "transformer":  # its depth and heads default per preset (paper: nanoGPT's)
-        defaults = task.TRANSFORMER_PRESETS[args.preset]
-        model_cfg.n_layers = args.n_layers or defaults["n_layers"]
-        n_heads = n_heads or defaults["n_heads"]
-    return run_config(task, args.task, args.preset, model_cfg, train_cfg, task_cfg, kind, n_heads)
-
-
-def _resumed_config(args: argparse.Namespace) -> dict:
-    """The run config saved in --out's checkpoint, with the training and task flags given now."""
-    path = Path(args.out) / CHECKPOINT
-    saved = on_main_then_broadcast(lambda: load_checkpoint(path)).get("config")
-    if not isinstance(saved, dict) or not {"task", "arch", "model", "train"} <= saved.keys():
-        raise ValueError(f"{path} holds no `minrnn train` run config; cannot resume it from the command line")
-    if saved["task"] != args.task:
-        raise ValueError(f"{path} is a {saved['task']} run, not {args.task}")
-    if _model_flags_given(args):
-        raise ValueError(f"--resume keeps the saved model; drop {' '.join(_model_flags_given(args))}")
-    task = TASKS[args.task]
-    try:
-        train_cfg = _override(TrainConfig(**saved["train"]), args)
-        task_cfg = _override(task.TaskConfig(**saved.get("task_config", {})), args)
-    except TypeError as e:
-        raise ValueError(f"{path} has a config this version cannot read: {e}") from e
-    return {**saved, "train": train_cfg.to_dict(), "task_config": task_cfg.to_dict()}
-
-
-def load_run_model(path: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict, Path]:
-    """Model (eval mode, CPU), checkpoint payload and file of a run folder or checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / BEST if which == "best" and (path / BEST).exists() else path / CHECKPOINT
-    ckpt = load_checkpoint(path)
-    config = ckpt.get("config")
-    if not isinstance(config, dict) or "model" not in config:
-        raise ValueError(f"{path} holds no model config; it was not written by `minrnn train`")
-    model = build_model(config.get("arch", "minrnn"), config["model"])
-    load_weights(model, ckpt, path)
-    return model.eval(), ckpt, path
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
-    model, ckpt, path = load_run_model(args.run_dir, args.checkpoint)
+    model, ckpt, path = load_run(args.run_dir, args.checkpoint)
     device = resolve_device(args.device)
     model.to(device)
+    if args.backend is not None:
+        set_backend(model, args.backend)
     if "tokenizer" not in ckpt:
         raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare)")
     tok = shakespeare.tokenizer_from_checkpoint(ckpt)

@@ -14,16 +14,21 @@ Each op runs on a *backend*: ``"cpu"`` (fused numba kernels, picked first for CP
 `minrnn.ops.scan_cpu`), ``"triton"`` (fused Triton kernels, picked first for CUDA tensors in
 float32/bf16/fp16; see `minrnn.ops.scan_triton`), ``"torch"`` (chunked scan in plain PyTorch, any
 device), ``"sequential"`` (step-by-step autograd reference) or ``"log"`` (the paper's log-space
-Heinsen scan, kept as a baseline). ``backend=None`` uses the default, settable with `set_backend`.
+Heinsen scan, kept as a baseline). ``backend=None`` uses the default: the one set with
+`use_backend` (a context manager) or `set_backend`, else the first eligible backend for the input.
+That default is context-local (`contextvars`): setting it in one thread or asyncio task does not
+change another's; a new thread starts with automatic selection.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -41,6 +46,8 @@ __all__ = [
     "Backend",
     "register_backend",
     "set_backend",
+    "use_backend",
+    "check_backend",
     "get_backend",
     "available_backends",
 ]
@@ -65,6 +72,7 @@ class Backend:
     min_lstm: Callable[..., Tensor] | None = None
     supports: Callable[[Tensor], bool] = lambda x: True
     auto: bool = True  # eligible for automatic selection
+    available: Callable[[], bool] = lambda: True  # can run on some device of this machine
 
 
 def _log_scan(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
@@ -164,6 +172,7 @@ register_backend(
         min_lstm=_cpu_min_lstm,
         # device first: a CUDA-only machine never imports numba
         supports=lambda x: x.device.type == "cpu" and _cpu_kernels_available(),
+        available=lambda: _cpu_kernels_available(),
     ),
     first=True,
 )
@@ -177,10 +186,11 @@ register_backend(
         supports=lambda x: x.is_cuda
         and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
         and _triton_kernels_available(),
+        available=lambda: torch.cuda.is_available() and _triton_kernels_available(),
     ),
     first=True,
 )
-_default_backend: str | None = None
+_default_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("minrnn_backend", default=None)
 
 
 def available_backends(x: Tensor | None = None) -> list[str]:
@@ -188,17 +198,42 @@ def available_backends(x: Tensor | None = None) -> list[str]:
     return [name for name, b in _BACKENDS.items() if x is None or b.supports(x)]
 
 
-def set_backend(name: str | None) -> None:
-    """Set the backend used when an op is called with ``backend=None`` (None: pick automatically)."""
-    if name is not None and name not in _BACKENDS:
+def check_backend(name: str | None) -> None:
+    """Raise a ValueError unless ``name`` is None (automatic) or a backend that can run here."""
+    if name is None:
+        return
+    if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: {available_backends()}")
-    global _default_backend
-    _default_backend = name
+    if not _BACKENDS[name].available():
+        why = "it needs a CUDA GPU and triton" if name == "triton" else "its kernels could not be loaded"
+        raise ValueError(f"backend {name!r} cannot run on this machine ({why})")
+
+
+def set_backend(name: str | None) -> None:
+    """Set the backend used when an op is called with ``backend=None``, in the current thread or
+    context (None: pick automatically). Prefer `use_backend`, which restores the previous one."""
+    check_backend(name)
+    _default_backend.set(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Run the block with ``name`` as the default backend of this thread or context::
+
+        with functional.use_backend("torch"):
+            out, h = rnn(x)
+    """
+    check_backend(name)
+    token = _default_backend.set(name)
+    try:
+        yield
+    finally:
+        _default_backend.reset(token)
 
 
 def get_backend(x: Tensor, backend: str | None = None) -> Backend:
     """The backend an op on tensor ``x`` would use: ``backend``, else the default, else automatic."""
-    name = backend or _default_backend
+    name = backend or _default_backend.get()
     if name is None:
         return next(b for b in _BACKENDS.values() if b.auto and b.supports(x))
     if name not in _BACKENDS:

@@ -39,7 +39,6 @@ from minrnn.bench.common import (
     fmt_mib,
     fmt_ms,
     format_table,
-    machine_info,
     median_or_none,
     memory_note,
     num_threads,
@@ -49,7 +48,8 @@ from minrnn.bench.common import (
     write_json,
 )
 from minrnn.layers import MinGRU, MinLSTM
-from minrnn.train.trainer import resolve_device
+from minrnn.train.device import resolve_device
+from minrnn.train.machine import machine_info
 
 MODEL_KINDS = ("mingru", "minlstm", "gru", "lstm", "loop-gru", "loop-lstm", "linear")
 MEMORY_MODES = {
@@ -141,9 +141,9 @@ def build_cases(cfg: RuntimeConfig, default_backend: str) -> list[Case]:
 
 def build_model(case: Case, d_in: int, d_h: int) -> nn.Module:
     if case.kind == "mingru":
-        return MinGRU(d_in, d_h, backend=case.backend)
+        return MinGRU(d_in, d_h, batch_first=True, backend=case.backend)
     if case.kind == "minlstm":
-        return MinLSTM(d_in, d_h, backend=case.backend)
+        return MinLSTM(d_in, d_h, batch_first=True, backend=case.backend)
     if case.kind == "gru":
         return nn.GRU(d_in, d_h, batch_first=True)
     if case.kind == "lstm":

@@ -33,7 +33,6 @@ from minrnn.bench.common import (
     default_backend_name,
     fmt_ms,
     format_table,
-    machine_info,
     median_or_none,
     num_threads,
     result_path,
@@ -41,7 +40,8 @@ from minrnn.bench.common import (
     time_steps,
     write_json,
 )
-from minrnn.train.trainer import resolve_device
+from minrnn.train.device import resolve_device
+from minrnn.train.machine import machine_info
 
 OPS = ("linear_scan", "min_gru", "min_lstm")
 # (B, T, H) tensors moved: forward, forward + backward (see the module docstring).

@@ -2,6 +2,6 @@
 
 from minrnn.layers.block import MinRNNBlock
 from minrnn.layers.conv import CausalConv1d
-from minrnn.layers.rnn import MinGRU, MinLSTM
+from minrnn.layers.rnn import MinGRU, MinLSTM, set_backend
 
-__all__ = ["MinGRU", "MinLSTM", "CausalConv1d", "MinRNNBlock"]
+__all__ = ["MinGRU", "MinLSTM", "CausalConv1d", "MinRNNBlock", "set_backend"]

@@ -7,12 +7,17 @@ from typing import Optional
 from torch import Tensor, nn
 
 from minrnn.layers.conv import CausalConv1d
-from minrnn.layers.rnn import MinGRU, MinLSTM
+from minrnn.layers.rnn import MinGRU, MinLSTM, State
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM}
 
 # Per-block step state: (conv state (B, k - 1, D) or None, rnn state (1, B, expansion * D)).
 BlockState = tuple[Optional[Tensor], Tensor]
+
+
+def _hidden(state: State) -> Tensor:
+    """The rnn layer's state as one tensor: MinLSTM returns nn.LSTM's pair, whose c is its h."""
+    return state[0] if isinstance(state, tuple) else state
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
@@ -53,7 +58,7 @@ class MinRNNBlock(nn.Module):
             raise ValueError(f"expansion * dim must be >= 1, got expansion={expansion}, dim={dim}")
         self.norm1 = make_norm(norm, dim)
         self.conv = CausalConv1d(dim, conv_kernel) if conv_kernel > 0 else None
-        self.rnn = CELLS[cell](dim, hidden, activation=activation, backend=backend)
+        self.rnn = CELLS[cell](dim, hidden, batch_first=True, activation=activation, backend=backend)
         self.down = nn.Linear(hidden, dim, bias=False) if hidden != dim else nn.Identity()
         self.drop = nn.Dropout(dropout)
         if mlp_ratio > 0:
@@ -65,7 +70,7 @@ class MinRNNBlock(nn.Module):
 
     def init_state(self, batch_size: int) -> BlockState:
         conv = self.conv.init_state(batch_size) if self.conv is not None else None
-        return conv, self.rnn.init_state(batch_size)
+        return conv, _hidden(self.rnn.init_state(batch_size))
 
     def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
         """x (B, T, D), state from a previous chunk or None -> (y (B, T, D), state after the last step)."""
@@ -74,6 +79,7 @@ class MinRNNBlock(nn.Module):
         if self.conv is not None:
             h, conv_state = self.conv(h, conv_state)
         h, rnn_state = self.rnn(h, rnn_state)
+        rnn_state = _hidden(rnn_state)
         x = x + self.drop(self.down(h))
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.norm2(x)))
@@ -86,6 +92,7 @@ class MinRNNBlock(nn.Module):
         if self.conv is not None:
             h, conv_state = self.conv.step(h, conv_state)
         h, rnn_state = self.rnn.step(h, rnn_state)
+        rnn_state = _hidden(rnn_state)
         x = x + self.drop(self.down(h))
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.norm2(x)))

@@ -1,20 +1,25 @@
 """`MinGRU` and `MinLSTM`: drop-in replacements for `torch.nn.GRU` / `torch.nn.LSTM`.
 
-Same constructor and (output, h_n) return as torch.nn.GRU, with ``batch_first=True`` by default
-and variable-length batches through ``lengths`` instead of PackedSequence. Each layer and
-direction is one Linear (producing all gate pre-activations in one matmul) followed by a scan.
+Same constructor, defaults (``batch_first=False``) and return values as torch.nn.GRU /
+torch.nn.LSTM: ``MinGRU`` returns ``(output, h_n)``, ``MinLSTM`` returns ``(output, (h_n, c_n))``.
+Variable-length batches go through ``lengths`` instead of PackedSequence. Each layer and direction
+is one Linear (producing all gate pre-activations in one matmul) followed by a scan.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from minrnn import functional as F
 from minrnn.ops.activations import ACTIVATIONS
+
+
+# MinGRU's state is a tensor (num_layers * num_directions, B, H); MinLSTM's is nn.LSTM's pair (h, c).
+State = Union[Tensor, tuple[Tensor, Tensor]]
 
 
 class _MinRNNBase(nn.Module):
@@ -26,7 +31,7 @@ class _MinRNNBase(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
@@ -43,6 +48,7 @@ class _MinRNNBase(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        F.check_backend(backend)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -93,26 +99,38 @@ class _MinRNNBase(nn.Module):
         """pre (B, n_proj * H), h (B, H) -> new h (B, H)."""
         raise NotImplementedError
 
+    # --- the state: MinGRU passes a tensor, MinLSTM nn.LSTM's (h, c) pair ---------------------
+
+    def _wrap_state(self, h: Tensor) -> State:
+        """The state as this layer returns it (MinLSTM: the pair)."""
+        return h
+
+    def _unwrap_state(self, hx: State | None, name: str = "hx") -> Tensor | None:
+        """The state tensor of ``hx`` as this layer takes it (MinLSTM: the pair, or a tensor)."""
+        if hx is not None and not isinstance(hx, Tensor):
+            raise ValueError(f"{name} must be a tensor (num_layers * num_directions, B, hidden_size), got {type(hx).__name__}")
+        return hx
+
     # --- forward --------------------------------------------------------------------------------
 
     def forward(
-        self, input: Tensor, h0: Tensor | None = None, *, lengths: Tensor | Sequence[int] | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self, input: Tensor, hx: State | None = None, *, lengths: Tensor | Sequence[int] | None = None
+    ) -> tuple[Tensor, State]:
         """Run the whole sequence in parallel.
 
         Args:
-            input: (B, T, input_size) if batch_first else (T, B, input_size); or (T, input_size)
-                unbatched.
-            h0: (num_layers * num_directions, B, hidden_size), or without B for unbatched input;
-                None means zeros.
-            lengths: (B,) lengths of right-padded sequences, each in [1, T], as a tensor on the
-                input's device or a list of ints. Outputs past a sequence's length are zero and
-                h_n holds the state at its last real step.
+            input: (T, B, input_size), or (B, T, input_size) with ``batch_first=True``; or
+                (T, input_size) unbatched.
+            hx: initial state, as nn.GRU's h_0: (num_layers * num_directions, B, hidden_size), or
+                without B for unbatched input; None means zeros. MinLSTM takes nn.LSTM's (h_0, c_0).
+            lengths: (B,) lengths of right-padded sequences, each in [1, T], as a tensor or a list of
+                ints. Outputs past a sequence's length are zero and h_n holds the state at its last
+                real step.
         Returns:
-            output: (B, T, num_directions * hidden_size) (batch_first layout as the input),
-            h_n: (num_layers * num_directions, B, hidden_size).
+            output: (T, B, num_directions * hidden_size) (or batch-first, as the input),
+            h_n: (num_layers * num_directions, B, hidden_size); MinLSTM returns (h_n, c_n).
         """
-        x, h0, unbatched = self._check_input(input, h0)
+        x, h0, unbatched = self._check_input(input, self._unwrap_state(hx))
         B, T, _ = x.shape
         mask = self._lengths_mask(lengths, B, T, x.device)
         # Reverse direction: flip each sequence within its own length (plain flip without lengths).
@@ -135,46 +153,47 @@ class _MinRNNBase(nn.Module):
                 x = nn.functional.dropout(x, self.dropout, training=True)
         h_n = torch.stack(h_n, dim=0)
         if unbatched:
-            return x.squeeze(0), h_n.squeeze(1)
+            return x.squeeze(0), self._wrap_state(h_n.squeeze(1))
         if not self.batch_first:
             x = x.transpose(0, 1)
-        return x, h_n
+        return x, self._wrap_state(h_n)
 
     @torch.no_grad()
-    def init_state(self, batch_size: int) -> Tensor:
-        """Zero state for `step`: (num_layers, B, hidden_size)."""
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for `step`: (num_layers, B, hidden_size) (MinLSTM: the pair)."""
         p = self.proj[0].weight
-        return torch.zeros(self.num_layers, batch_size, self.hidden_size, device=p.device, dtype=p.dtype)
+        return self._wrap_state(torch.zeros(self.num_layers, batch_size, self.hidden_size, device=p.device, dtype=p.dtype))
 
-    def step(self, input: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def step(self, input: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step in O(1) memory; gives the parallel mode's outputs step by step.
 
         Args:
             input: (B, input_size).
-            state: (num_layers, B, hidden_size) from the previous step or `forward`'s h_n; None
-                means zeros.
+            state: (num_layers, B, hidden_size) from the previous step or `forward`'s h_n (MinLSTM:
+                the (h, c) pair, or h alone); None means zeros.
         Returns:
-            (output (B, hidden_size), new state (num_layers, B, hidden_size)).
+            (output (B, hidden_size), new state in the form `forward` returns it).
         """
         if self.bidirectional:
             raise ValueError("step() needs the future for a bidirectional layer; use forward()")
         if input.dim() != 2 or input.shape[-1] != self.input_size:
             raise ValueError(f"step input must have shape (B, input_size={self.input_size}), got {tuple(input.shape)}")
         B = input.shape[0]
-        if state is None:
-            state = self.init_state(B).to(input.dtype)
-        elif tuple(state.shape) != (self.num_layers, B, self.hidden_size):
+        h = self._unwrap_state(state, "state")
+        if h is None:
+            h = torch.zeros(self.num_layers, B, self.hidden_size, device=input.device, dtype=input.dtype)
+        elif tuple(h.shape) != (self.num_layers, B, self.hidden_size):
             raise ValueError(
-                f"state has shape {tuple(state.shape)}, expected (num_layers, B, hidden_size) = "
+                f"state has shape {tuple(h.shape)}, expected (num_layers, B, hidden_size) = "
                 f"({self.num_layers}, {B}, {self.hidden_size})"
             )
         x, new_state = input, []
         for layer in range(self.num_layers):
-            x = self._step(self.proj[layer](x), state[layer])
+            x = self._step(self.proj[layer](x), h[layer])
             new_state.append(x)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = nn.functional.dropout(x, self.dropout, training=True)
-        return x, torch.stack(new_state, dim=0)
+        return x, self._wrap_state(torch.stack(new_state, dim=0))
 
     # --- input handling ---------------------------------------------------------------------
 
@@ -198,7 +217,11 @@ class _MinRNNBase(nn.Module):
             expected = (L, self.hidden_size) if unbatched else (L, x.shape[0], self.hidden_size)
             if not isinstance(h0, Tensor) or tuple(h0.shape) != expected:
                 got = tuple(h0.shape) if isinstance(h0, Tensor) else type(h0).__name__
-                raise ValueError(f"h0 has shape {got}, expected (num_layers * num_directions, B, hidden_size) = {expected}")
+                raise ValueError(
+                    f"h0 has shape {got}, expected (num_layers * num_directions, B, hidden_size) = {expected} "
+                    f"for input {tuple(input.shape)} laid out as {'(T, input_size)' if unbatched else layout}"
+                    + ("" if unbatched or self.batch_first else " (batch_first=False, as nn.GRU: pass batch_first=True for (B, T, input_size))")
+                )
             if h0.device != x.device:
                 raise ValueError(f"h0 is on {h0.device}, expected {x.device} like the input")
             if unbatched:
@@ -218,6 +241,16 @@ class _MinRNNBase(nn.Module):
         if bool(((lengths < 1) | (lengths > T)).any()):
             raise ValueError(f"lengths must lie in [1, T={T}], got min {int(lengths.min())}, max {int(lengths.max())}")
         return torch.arange(T, device=device) < lengths.unsqueeze(1)
+
+
+def set_backend(module: nn.Module, name: str | None) -> nn.Module:
+    """Set the scan backend (see `minrnn.functional`) of every MinGRU / MinLSTM inside ``module``,
+    e.g. a whole model; None restores automatic selection. Returns ``module``."""
+    F.check_backend(name)
+    for m in module.modules():
+        if isinstance(m, _MinRNNBase):
+            m.backend = name
+    return module
 
 
 def _reverse_index(lengths: Tensor, T: int) -> Tensor:
@@ -240,8 +273,8 @@ class MinGRU(_MinRNNBase):
         z_t = \sigma(W_z x_t + b_z),\quad \tilde h_t = g(W_h x_t + b_h),\quad
         h_t = (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
 
-    Args: as `torch.nn.GRU` (``batch_first`` defaults to True), plus ``activation`` (``"g"`` or
-    ``"identity"``) and ``backend`` (see `minrnn.functional`).
+    Args: as `torch.nn.GRU`, plus ``activation`` (``"g"`` or ``"identity"``) and ``backend`` (see
+    `minrnn.functional`; `minrnn.layers.set_backend` sets it on every layer of a model).
     """
 
     n_proj = 2
@@ -256,16 +289,38 @@ class MinGRU(_MinRNNBase):
 
 
 class MinLSTM(_MinRNNBase):
-    r"""Multi-layer minLSTM, an `nn.GRU`-like module (one state vector, no cell state).
+    r"""Multi-layer minLSTM, an `nn.LSTM`-like module.
 
     .. math::
         f'_t, i'_t = \frac{\sigma(f_t)}{\sigma(f_t) + \sigma(i_t)}, \frac{\sigma(i_t)}{\sigma(f_t) + \sigma(i_t)},\quad
         h_t = f'_t \odot h_{t-1} + i'_t \odot g(W_h x_t + b_h)
 
+    Takes and returns nn.LSTM's state pair ``(h, c)``, so ``out, (h_n, c_n) = lstm(x, (h_0, c_0))``
+    runs unchanged. minLSTM has no output gate: its cell state is its output, so ``c_n`` is
+    ``h_n`` (the same tensor), and ``h_0`` and ``c_0`` must be equal (a ValueError says so
+    otherwise; the state passed on between calls always is). A single tensor ``hx`` is accepted too.
+
     Args: as `MinGRU`.
     """
 
     n_proj = 3
+
+    def _wrap_state(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        return h, h
+
+    def _unwrap_state(self, hx: State | None, name: str = "hx") -> Tensor | None:
+        if not isinstance(hx, (tuple, list)):
+            return super()._unwrap_state(hx, name)
+        if len(hx) != 2 or not all(isinstance(t, Tensor) for t in hx):
+            raise ValueError(f"{name} must be nn.LSTM's pair (h_0, c_0) of tensors (num_layers * num_directions, B, hidden_size)")
+        h0, c0 = hx
+        if h0 is not c0 and not torch.compiler.is_compiling():
+            if h0.shape != c0.shape or not torch.equal(h0, c0):
+                raise ValueError(
+                    f"{name}: minLSTM's cell state is its output, so h_0 and c_0 must be equal; got different "
+                    "tensors (pass the (h_n, c_n) a MinLSTM returned, or (h_0, h_0))"
+                )
+        return h0
 
     def _scan(self, pre: Tensor, h0: Tensor | None, mask: Tensor | None) -> Tensor:
         forget, inp, cand = pre.chunk(3, dim=-1)

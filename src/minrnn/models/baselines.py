@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from minrnn.models.checks import check_ranges
+
 
 def _check_idx(idx: Tensor) -> None:
     if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -35,6 +37,11 @@ class TransformerConfig:
     context: int = 256  # longest window the position embedding covers
     dropout: float = 0.2
     bias: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("vocab_size", "d_model", "n_layers", "n_heads", "context"))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"TransformerConfig.d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +142,9 @@ class RNNConfig:
     n_layers: int = 3
     cell: str = "gru"  # "gru" (nn.GRU) or "lstm" (nn.LSTM)
     dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("vocab_size", "d_model", "n_layers"), choices={"cell": ("gru", "lstm")})
 
     def to_dict(self) -> dict:
         return asdict(self)

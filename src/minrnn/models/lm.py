@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from minrnn.layers.block import BlockState, MinRNNBlock, make_norm
+from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
+from minrnn.models.checks import check_ranges
+from minrnn.ops.activations import ACTIVATIONS
 
 
 @dataclass
@@ -23,6 +25,14 @@ class LMConfig:
     norm: str = "layernorm"
     activation: str = "g"
     tie_weights: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            positive=("vocab_size", "d_model", "n_layers", "expansion"),
+            nonnegative=("conv_kernel", "mlp_ratio"),
+            choices={"cell": CELLS, "norm": ("layernorm", "rmsnorm"), "activation": ACTIVATIONS},
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,10 +2,12 @@
 
 A task module provides:
 
-- ``PRESETS`` (name -> configs), ``DEFAULT_PRESET`` and ``MODEL_KINDS`` (what ``--model`` takes);
+- ``PRESETS`` (name -> configs), ``DEFAULT_PRESET`` and ``MODEL_KINDS`` (what ``--model`` takes,
+  kinds of `minrnn.models.registry`); optionally ``KIND_DEFAULTS`` (preset -> kind -> model
+  settings that kind uses instead of the preset's, e.g. the Transformer's depth);
 - ``TaskConfig``: a dataclass of the task's own settings (each field becomes a CLI flag);
 - ``configs(preset) -> (LMConfig, TrainConfig, TaskConfig)``: fresh copies of a preset;
-- optionally ``prepare(model_cfg, train_cfg, task_cfg)``: checks (and completes) a run's configs;
+- optionally ``prepare(model_settings, train_cfg, task_cfg)``: checks (and completes) a run's configs;
 - ``setup(model_config, train_cfg, task_cfg) -> TaskSetup``: batches, loss and metrics of a run;
 - optionally ``finish(trainer, model_config, train_cfg, task_cfg) -> dict``: results after training.
 

@@ -85,11 +85,11 @@ def run_ablation(
     for i in range(n_seeds):
         for n in layers:
             for cell in cells:
-                model_cfg = replace(base_model, cell=cell, n_layers=n)
+                model_settings = {**base_model.to_dict(), "n_layers": n}
                 run_cfg = replace(train_cfg, seed=train_cfg.seed + i)
                 run_dir = out / f"{cell}-L{n}-s{run_cfg.seed}"
                 print(f"== {run_dir.name}", flush=True)
-                config = run_config(task, name, preset, model_cfg, run_cfg, task_cfg)
+                config = run_config(task, name, preset, model_settings, run_cfg, task_cfg, cell)
                 result = run_task(task, config, run_dir, reuse=True)
                 runs.append({"cell": cell, "layers": n, "seed": run_cfg.seed, "dir": run_dir.name, **result})
                 payload = {

@@ -1,35 +1,35 @@
-"""What a task gives the trainer, and one training run of a task (shared by `minrnn train` and
-the ablations).
+"""What a task gives the trainer, the run config of a training run, and one training run of a task
+(shared by `minrnn train` and the ablations).
 
 A run is described by one JSON-able dict, saved as ``config.json`` and inside every checkpoint:
 
     {"task", "preset", "kind", "arch", "model", "train", "task_config"}
 
-``kind`` is what the user asked for (mingru, minlstm, transformer, gru, lstm); ``arch`` and
-``model`` rebuild the network with `minrnn.models.build_model`; ``train`` is a TrainConfig and
-``task_config`` the task's own TaskConfig. `run_config` makes one from configs, `run_task` trains it.
+``kind`` is what the user asked for (mingru, minlstm, transformer, gru, lstm, ...: see
+`minrnn.models.registry`); ``arch`` and ``model`` rebuild the network with
+`minrnn.models.build_model`; ``train`` is a TrainConfig and ``task_config`` the task's own
+TaskConfig. `fresh_run_config` and `resumed_run_config` make one from a preset and the user's
+settings (what `minrnn train` does), `run_config` from configs, `run_task` trains it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from minrnn.bench.common import machine_info
-from minrnn.models import build_model
-from minrnn.models.baselines import RNNConfig, TransformerConfig
-from minrnn.models.lm import LMConfig
+from minrnn.models import build_model, check_options, model_config
+from minrnn.models.registry import model_fields
+from minrnn.train.checkpoint import CHECKPOINT, load_checkpoint
 from minrnn.train.config import TrainConfig
-from minrnn.train.distributed import dist_info
+from minrnn.train.distributed import dist_info, on_main_then_broadcast
+from minrnn.train.machine import machine_info
 from minrnn.train.trainer import BatchFn, MetricsFn, Trainer, lm_loss
-
-MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm")
 
 
 @dataclass
@@ -44,41 +44,26 @@ class TaskSetup:
     summary: str = ""  # printed before training, after the parameter count
 
 
-def model_spec(kind: str, model_cfg: LMConfig, context: int, n_heads: int | None = None) -> tuple[str, dict]:
-    """(arch, config dict) for `build_model`: the model kind with the width, depth, dropout and
-    vocabulary of ``model_cfg`` (the Transformer also needs its heads and context length)."""
-    if kind in ("mingru", "minlstm"):
-        return "minrnn", replace(model_cfg, cell=kind).to_dict()
-    common = dict(vocab_size=model_cfg.vocab_size, d_model=model_cfg.d_model, n_layers=model_cfg.n_layers, dropout=model_cfg.dropout)
-    if kind == "transformer":
-        heads = n_heads if n_heads is not None else TransformerConfig.n_heads
-        return "transformer", TransformerConfig(**common, n_heads=heads, context=context).to_dict()
-    if kind in ("gru", "lstm"):
-        return "rnn", RNNConfig(**common, cell=kind).to_dict()
-    raise ValueError(f"unknown model kind {kind!r}; choose from {list(MODEL_KINDS)}")
-
-
 def run_config(
     task: ModuleType,
     name: str,
     preset: str,
-    model_cfg: LMConfig,
+    model_settings: dict[str, Any],
     train_cfg: TrainConfig,
     task_cfg,
-    kind: str | None = None,
-    n_heads: int | None = None,
+    kind: str,
 ) -> dict:
-    """The run config dict (see module docstring); ``kind`` defaults to ``model_cfg.cell``.
+    """The run config dict (see module docstring) of model ``kind`` built from flat
+    ``model_settings`` (e.g. a preset's LMConfig as a dict, with flags applied).
 
-    The task's optional ``prepare(model_cfg, train_cfg, task_cfg)`` checks the configs first (and
-    may derive settings, e.g. selective copying's context length from its sequence length).
+    The task's optional ``prepare(model_settings, train_cfg, task_cfg)`` checks the configs first
+    (and may derive settings, e.g. selective copying's context length from its sequence length).
     """
-    kind = kind or model_cfg.cell
-    if hasattr(task, "prepare"):
-        task.prepare(model_cfg, train_cfg, task_cfg)
     if kind not in task.MODEL_KINDS:
         raise ValueError(f"task {name} trains {list(task.MODEL_KINDS)}, not {kind!r}")
-    arch, model = model_spec(kind, model_cfg, train_cfg.context, n_heads)
+    if hasattr(task, "prepare"):
+        task.prepare(model_settings, train_cfg, task_cfg)
+    arch, model = model_config(kind, model_settings, train_cfg.context)
     return {
         "task": name,
         "preset": preset,
@@ -88,6 +73,73 @@ def run_config(
         "train": train_cfg.to_dict(),
         "task_config": task_cfg.to_dict(),
     }
+
+
+def _split_settings(task: ModuleType, settings: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """User settings (field name -> value) -> (model, training, task) fields; unknown names are an error."""
+    train_names = {f.name for f in fields(TrainConfig)}
+    task_names = {f.name for f in fields(task.TaskConfig)}
+    model_names = set(model_fields())
+    parts: tuple[dict, dict, dict] = ({}, {}, {})
+    for k, v in settings.items():
+        if k in train_names:
+            parts[1][k] = v
+        elif k in task_names:
+            parts[2][k] = v
+        elif k in model_names:
+            parts[0][k] = v
+        else:
+            raise ValueError(f"unknown setting {k!r}")
+    return parts
+
+
+def fresh_run_config(task: ModuleType, name: str, preset: str, settings: dict[str, Any], kind: str | None = None) -> dict:
+    """The run config of a new run of ``task``: its ``preset``, the model kind's defaults for that
+    preset (the task's ``KIND_DEFAULTS[preset][kind]``, e.g. the Transformer's depth), then the
+    user's ``settings`` (field name -> value, for the model, training and task configs).
+
+    ``kind`` defaults to ``settings["cell"]``, then the preset's cell. A model setting that the
+    kind does not read is refused, as is a ``cell`` that contradicts ``kind``.
+    """
+    if preset not in task.PRESETS:
+        raise ValueError(f"unknown preset {preset!r} for {name}; choose from {list(task.PRESETS)}")
+    model_set, train_set, task_set = _split_settings(task, settings)
+    cell = model_set.pop("cell", None)
+    if kind is not None and cell is not None and cell != kind:
+        raise ValueError(f"--cell {cell} contradicts --model {kind}; give one of them")
+    model_cfg, train_cfg, task_cfg = task.configs(preset)
+    kind = kind or cell or model_cfg.cell
+    check_options(kind, model_set)
+    defaults = getattr(task, "KIND_DEFAULTS", {}).get(preset, {}).get(kind, {})
+    model_settings = {**model_cfg.to_dict(), **defaults, **model_set}
+    return run_config(task, name, preset, model_settings, replace(train_cfg, **train_set), replace(task_cfg, **task_set), kind)
+
+
+def check_new_run_dir(out_dir: str | Path) -> None:
+    """Refuse to start a new run where a run already is (continue it with resume instead)."""
+    if (Path(out_dir) / CHECKPOINT).exists():
+        raise ValueError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def resumed_run_config(task: ModuleType, name: str, out_dir: str | Path, settings: dict[str, Any]) -> dict:
+    """The run config saved in ``out_dir``'s checkpoint, with the training and task ``settings``
+    given now (e.g. more steps); model settings are refused: a resumed run keeps its model."""
+    path = Path(out_dir) / CHECKPOINT
+    saved = on_main_then_broadcast(lambda: load_checkpoint(path)).get("config")
+    if not isinstance(saved, dict) or not {"task", "arch", "model", "train"} <= saved.keys():
+        raise ValueError(f"{path} holds no `minrnn train` run config; cannot resume it from the command line")
+    if saved["task"] != name:
+        raise ValueError(f"{path} is a {saved['task']} run, not {name}")
+    model_set, train_set, task_set = _split_settings(task, settings)
+    if model_set:
+        flags = " ".join("--" + k.replace("_", "-") for k in model_set)
+        raise ValueError(f"--resume keeps the saved model; drop {flags}")
+    try:
+        train_cfg = replace(TrainConfig(**saved["train"]), **train_set)
+        task_cfg = replace(task.TaskConfig(**saved.get("task_config", {})), **task_set)
+    except TypeError as e:
+        raise ValueError(f"{path} has a config this version cannot read: {e}") from e
+    return {**saved, "train": train_cfg.to_dict(), "task_config": task_cfg.to_dict()}
 
 
 def run_task(task: ModuleType, config: dict, out_dir: str | Path, *, resume: bool = False, reuse: bool = False) -> dict:

@@ -140,17 +140,18 @@ def test_accuracy(
 # ----------------------------------------------------------------------------- a run
 
 
-def prepare(model_cfg: LMConfig, train_cfg: TrainConfig, task_cfg: TaskConfig) -> None:
+def prepare(model_settings: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> None:
     """Check the configs of a run, and derive its context length from the task's."""
-    if model_cfg.vocab_size < 3:
-        raise ValueError(f"vocab_size must be >= 3 (marker, data tokens, noise), got {model_cfg.vocab_size}")
+    vocab_size = model_settings["vocab_size"]
+    if vocab_size < 3:
+        raise ValueError(f"vocab_size must be >= 3 (marker, data tokens, noise), got {vocab_size}")
     if train_cfg.context != task_cfg.length + task_cfg.n_tokens:
         # context only labels throughput here; keep it truthful
         train_cfg.context = task_cfg.length + task_cfg.n_tokens
     if task_cfg.test_batches < 1:
         raise ValueError(f"test_batches must be >= 1, got {task_cfg.test_batches}")
     # Fail on bad task settings now, not at the first batch.
-    selective_copy_batch(1, task_cfg.length, task_cfg.n_tokens, model_cfg.vocab_size)
+    selective_copy_batch(1, task_cfg.length, task_cfg.n_tokens, vocab_size)
 
 
 def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> TaskSetup:

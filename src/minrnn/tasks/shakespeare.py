@@ -22,7 +22,7 @@ import torch
 from minrnn.data.shakespeare import TextSplits, load_shakespeare
 from minrnn.data.text import CharTokenizer, random_windows
 from minrnn.models.lm import LMConfig
-from minrnn.tasks.base import MODEL_KINDS, TaskSetup
+from minrnn.tasks.base import TaskSetup
 from minrnn.train.config import TrainConfig
 
 
@@ -54,9 +54,14 @@ PAPER = {
         "transformer": {"val_loss": 1.547, "best_step": 2000},
     }
 }
-# The Transformer baseline's depth and heads per preset, where --n-layers / --n-heads are not given
-# (paper: nanoGPT's shakespeare_char model, the paper's Transformer baseline).
-TRANSFORMER_PRESETS = {"paper": {"n_layers": 6, "n_heads": 6}, "small": {"n_layers": 2, "n_heads": 4}}
+MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm")
+# Per preset, what a model kind uses instead of the preset's model settings where no flag is given:
+# the Transformer baseline's depth and heads (paper: nanoGPT's shakespeare_char model, the paper's
+# Transformer baseline).
+KIND_DEFAULTS = {
+    "paper": {"transformer": {"n_layers": 6, "n_heads": 6}},
+    "small": {"transformer": {"n_layers": 2, "n_heads": 4}},
+}
 
 
 def configs(name: str) -> tuple[LMConfig, TrainConfig, TaskConfig]:
@@ -92,4 +97,4 @@ def tokenizer_from_checkpoint(ckpt: dict) -> CharTokenizer:
     return CharTokenizer(ckpt["tokenizer"])
 
 
-__all__ = ["MODEL_KINDS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]
+__all__ = ["MODEL_KINDS", "KIND_DEFAULTS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]

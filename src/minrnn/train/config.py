@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from minrnn import functional
+
 
 @dataclass
 class TrainConfig:
@@ -33,6 +35,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations in a row without a new best val_loss; 0: never
     seed: int = 1337
     device: str = "auto"  # "auto": cuda if available, else cpu
+    backend: str | None = None  # scan backend of the minRNN layers (minrnn.functional); None: automatic
     tensorboard: bool = False  # also log to out_dir/tensorboard (needs the `tensorboard` extra)
 
     def __post_init__(self) -> None:
@@ -44,6 +47,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        functional.check_backend(self.backend)
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine

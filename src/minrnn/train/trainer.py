@@ -22,8 +22,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from minrnn import functional
+from minrnn.layers import set_backend
 from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
 from minrnn.train.config import TrainConfig
+from minrnn.train.device import resolve_device
 from minrnn.train.distributed import dist_info, on_main_then_broadcast
 from minrnn.train.plot import plot_metrics
 
@@ -35,17 +38,6 @@ MetricsFn = Callable[[nn.Module, Tensor, Tensor], dict[str, float]]
 
 METRICS = "metrics.jsonl"
 _MASK64 = (1 << 64) - 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if available, else cpu; a bare "cuda" means the current GPU, which under
-    torchrun is GPU LOCAL_RANK (set by init_distributed)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -107,6 +99,9 @@ class Trainer:
         self.dist = dist_info()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        if config.backend is not None:
+            functional.get_backend(torch.empty(1, 1, 1, device=self.device), config.backend)  # refuses one that cannot run here
+            set_backend(self.model, config.backend)
         # The module the loss sees: DDP averages gradients across processes in backward.
         self.train_model: nn.Module = self.model
         if self.dist.world_size > 1:
