@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.layers.block import MinRNNBlock
-from minrnn.models.baselines import TransformerBlock, TransformerConfig
+from minrnn.models.baselines import TransformerBlock, TransformerConfig, gpt_init_
 
 
 class MinRNNBackbone(nn.Module):
@@ -79,14 +79,15 @@ class RNNBackbone(nn.Module):
 
 
 class TransformerBackbone(nn.Module):
-    """``n_layers`` pre-norm GPT blocks (causal attention, MLP 4 x d_model) -> LayerNorm; no position
-    embedding. ``context`` is the longest sequence it is meant for (only recorded)."""
+    """``n_layers`` pre-norm GPT blocks (causal attention, MLP 4 x d_model, biases) -> LayerNorm,
+    with GPT-2's init; no position embedding."""
 
-    def __init__(self, d_model: int, n_layers: int, n_heads: int = 1, dropout: float = 0.1, context: int = 60) -> None:
+    def __init__(self, d_model: int, n_layers: int, n_heads: int = 1, dropout: float = 0.1) -> None:
         super().__init__()
-        cfg = TransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, context=context, dropout=dropout, bias=True)
+        cfg = TransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, dropout=dropout, bias=True)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
+        gpt_init_(self, n_layers)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x (B, L, D), mask (B, L) or None -> (B, L, D). A position attends to itself and to the

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from minrnn.models.checks import check_ranges
+
 
 @dataclass
 class DecisionConfig:
@@ -36,6 +38,11 @@ class DecisionConfig:
     expansion: float = 2.0  # minRNN width / d_model (minGRU, minLSTM)
     mlp_ratio: float = 4.0  # MLP width / d_model (minGRU, minLSTM; the Transformer's is 4)
     n_heads: int = 1  # attention heads (Transformer; DT uses 1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("state_dim", "act_dim", "d_model", "n_layers", "max_ep_len", "context", "expansion", "n_heads"), nonnegative=("mlp_ratio",))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"DecisionConfig.d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,9 +63,6 @@ class DecisionModel(nn.Module):
         super().__init__()
         from minrnn.models.registry import build_backbone  # the registry also builds this model
 
-        for name in ("state_dim", "act_dim", "d_model", "n_layers", "max_ep_len", "context"):
-            if getattr(config, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
         self.config = config
         D = config.d_model
         self.embed_timestep = nn.Embedding(config.max_ep_len, D)
@@ -67,16 +71,7 @@ class DecisionModel(nn.Module):
         self.embed_action = nn.Linear(config.act_dim, D)
         self.embed_ln = nn.LayerNorm(D)
         self.drop = nn.Dropout(config.dropout)
-        self.backbone = build_backbone(
-            config.backbone,
-            d_model=D,
-            n_layers=config.n_layers,
-            dropout=config.dropout,
-            expansion=config.expansion,
-            mlp_ratio=config.mlp_ratio,
-            n_heads=config.n_heads,
-            context=3 * config.context,
-        )
+        self.backbone = build_backbone(config.backbone, config.to_dict())
         self.predict_action = nn.Sequential(nn.Linear(D, config.act_dim), nn.Tanh())
 
     @property

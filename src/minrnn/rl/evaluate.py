@@ -174,7 +174,7 @@ def evaluate(
     results = []
     try:
         for target in cfg.targets:
-            bar = tqdm(total=cfg.max_ep_len, desc=f"eval target {target:g}", unit="step", dynamic_ncols=True, disable=not progress)
+            bar = tqdm(total=cfg.max_ep_len, desc=f"eval target {target:g}", unit="step", mininterval=2.0, dynamic_ncols=True, disable=not progress)
             seeds = [cfg.seed + i for i in range(cfg.episodes)]
             returns, lengths = run_episodes(policy, envs, seeds, float(target), normalizer, cfg.mode, cfg.context, cfg.max_ep_len, device, bar)
             bar.close()
