@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
     ev.add_argument("--mode", choices=["window", "recurrent"], default="window", help="window: re-encode the last K steps (DT, default); recurrent: carry the state (O(1) per step)")
     ev.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="latest step (default) or lowest validation loss")
-    ev.add_argument("--targets", default=None, help="comma-separated target returns (default: the run's)")
+    ev.add_argument("--targets", default=None, help="comma-separated target returns, e.g. --targets=3600,1800 (default: the run's)")
     ev.add_argument("--seed", type=int, default=0, help="episode i starts from env.reset(seed=seed + i)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -7,10 +7,14 @@ terminates). The behaviour policies are a scripted controller and noise, not tra
 
 - ``expert``: energy-pumping swing-up, then a PD controller near the top (mean return about -144,
   near the best known for this task), with Gaussian action noise (std 0.1);
-- ``medium``: the expert, but each step's action is replaced by a uniform random torque with
-  probability 0.6 (D4RL's "medium" policies score about a third to half of the expert);
-- ``medium-replay``: like the replay buffer of an agent learning up to medium: episode i of n
-  replaces actions with probability falling linearly from 1 (random) to 0.6 (medium);
+- ``medium``: the same controller with its torque limited to 0.45 and Gaussian noise (std 0.2):
+  a consistent but weaker policy (mean return about -600, a normalised score near 55; D4RL's
+  "medium" policies score about a third to half of the expert). A policy that replaced a share of
+  its actions by random torques would not do: imitating it averages the random torques to zero
+  and damps the controller into one that never swings up;
+- ``medium-replay``: like the replay buffer of an agent learning up to medium: in episode i of n
+  each action is a uniform random torque with probability falling linearly from 1 (random) to 0
+  (the medium policy);
 - ``medium-expert``: the medium and expert datasets one after the other (as D4RL builds it).
 
 Each file carries its own normalisation references, measured here on the same environment:
@@ -32,8 +36,9 @@ from minrnn.rl.envs import make_env
 ENV_ID = "Pendulum-v1"
 DATASETS = ("expert", "medium", "medium-replay", "medium-expert")
 MAX_TORQUE = 2.0
-MEDIUM_EPS = 0.6  # probability of a random action in the medium policy
 EXPERT_NOISE = 0.1
+MEDIUM_MAX_TORQUE = 0.45
+MEDIUM_NOISE = 0.2
 REF_EPISODES = 100
 # Default sizes (episodes of 200 steps): D4RL's medium-replay is also the smallest of the three.
 EPISODES = {"expert": 200, "medium": 200, "medium-replay": 100}
@@ -62,12 +67,14 @@ def _random_policy(obs, rng, episode, n):
     return rng.uniform(-MAX_TORQUE, MAX_TORQUE, size=(len(obs), 1))
 
 
-def _epsilon_expert(eps_of_episode: Callable[[np.ndarray, int], np.ndarray], noise: float) -> Policy:
-    """The expert with Gaussian noise, each action replaced by a random torque with a probability
-    that may depend on the episode index."""
+def _controller(max_torque: float, noise: float, eps_of_episode: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Policy:
+    """The expert clipped to ``max_torque``, plus Gaussian noise; with ``eps_of_episode``, each
+    action is replaced by a uniform random torque with that probability (per episode index)."""
 
     def policy(obs, rng, episode, n):
-        action = expert_torque(obs) + noise * rng.normal(size=(len(obs), 1))
+        action = np.clip(expert_torque(obs), -max_torque, max_torque) + noise * rng.normal(size=(len(obs), 1))
+        if eps_of_episode is None:
+            return action
         replace = rng.random(len(obs)) < eps_of_episode(episode, n)
         return np.where(replace[:, None], rng.uniform(-MAX_TORQUE, MAX_TORQUE, size=(len(obs), 1)), action)
 
@@ -78,13 +85,13 @@ def _policy(name: str) -> Policy:
     if name == "random":
         return _random_policy
     if name == "expert-clean":
-        return _epsilon_expert(lambda ep, n: np.zeros(len(ep)), 0.0)
+        return _controller(MAX_TORQUE, 0.0)
     if name == "expert":
-        return _epsilon_expert(lambda ep, n: np.zeros(len(ep)), EXPERT_NOISE)
+        return _controller(MAX_TORQUE, EXPERT_NOISE)
     if name == "medium":
-        return _epsilon_expert(lambda ep, n: np.full(len(ep), MEDIUM_EPS), EXPERT_NOISE)
+        return _controller(MEDIUM_MAX_TORQUE, MEDIUM_NOISE)
     if name == "medium-replay":
-        return _epsilon_expert(lambda ep, n: 1.0 - (1.0 - MEDIUM_EPS) * ep / max(n - 1, 1), EXPERT_NOISE)
+        return _controller(MEDIUM_MAX_TORQUE, MEDIUM_NOISE, lambda ep, n: 1.0 - ep / max(n - 1, 1))
     raise ValueError(f"unknown Pendulum policy {name!r}")
 
 
