@@ -1,6 +1,6 @@
 """Offline RL (paper Table 3): a return-conditioned policy trained on an offline dataset.
 
-    minrnn train rl --data ~/.d4rl/datasets/hopper_medium-v2.hdf5 --env Hopper-v3 --model minlstm \\
+    minrnn train rl --data ~/.d4rl/datasets/hopper_medium-v2.hdf5 --env Hopper-v4 --model minlstm \\
         --preset paper --steps 100000 --out runs/hopper-medium-minlstm
     minrnn eval rl runs/hopper-medium-minlstm --episodes 100
 
@@ -153,7 +153,7 @@ def load(data: str, max_ep_len: int) -> Trajectories:
 def env_id_of(task_cfg: TaskConfig, data: Trajectories) -> str:
     env_id = task_cfg.env or data.env_id
     if not env_id:
-        raise ValueError(f"{data.source} does not record its environment; pass --env (e.g. Hopper-v3)")
+        raise ValueError(f"{data.source} does not record its environment; pass --env (e.g. Hopper-v4, gymnasium's closest to the Hopper-v3 D4RL was collected on)")
     return env_id
 
 
