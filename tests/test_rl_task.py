@@ -128,3 +128,16 @@ def test_ablate_rl_tabulates(tmp_path, data_file, capsys):
     assert row["models"]["mingru"]["n"] == 2 and row["models"]["transformer"]["normalized_std"] is not None
     assert "| pendulum-medium-v0 |" in (out / "ablation.md").read_text()
     assert main(args) == 0  # finished runs are read back, not retrained
+
+
+def test_recurrent_evaluation_needs_a_recurrent_backbone():
+    from minrnn.models import build_model
+    from minrnn.models.registry import model_config
+
+    arch, cfg = model_config("transformer", {"state_dim": 3, "act_dim": 1, "d_model": 8, "n_layers": 1, "dropout": 0.0}, 3, family="decision")
+    info = {"env_id": "Pendulum-v1", "targets": [-150.0], "refs": None, "max_ep_len": 5,
+            "normalizer": {"state_mean": [0.0] * 3, "state_std": [1.0] * 3, "action_low": [-2.0], "action_high": [2.0], "scale": 100.0}}
+    with pytest.raises(ValueError, match="recurrent evaluation needs a recurrent backbone"):
+        rl.evaluate_model(build_model(arch, cfg), info, 1, "recurrent", context=3, progress=False)
+    result = rl.evaluate_model(build_model(arch, cfg), info, 2, "window", context=3, progress=False)
+    assert result["results"][0]["lengths"] == [5, 5] and "normalized_mean" not in result["results"][0]
