@@ -11,10 +11,10 @@ terminates). The behaviour policies are a scripted controller and noise, not tra
   and Gaussian noise (std 0.2): it balances as well as the expert once up, but pumps energy so
   slowly that it often gets there late or not at all (mean return about -650, a normalised score
   near 50; D4RL's "medium" policies score about a third to half of the expert). Two weaker
-  policies tried first were useless as data: one replacing 60% of its actions by random torques
-  (imitation averages them to zero: a damped controller that never swings up) and one limiting
-  the torque to 0.45 (it balances only within 0.09 rad of the top, so any imitation error drops
-  the pendulum: the models scored about 0 after 1000-2000 steps);
+  policies tried first made poor data (results/rl/README.md): one replacing 60% of its actions
+  by random torques (imitation averages them to zero: a damped controller that never swings up)
+  and one limiting the torque to 0.45 (it balances only within 0.09 rad of the top, so any
+  imitation error drops the pendulum);
 - ``medium-replay``: like the replay buffer of an agent learning up to medium: in episode i of n
   each action is a uniform random torque with probability falling linearly from 1 (random) to 0
   (the medium policy);
