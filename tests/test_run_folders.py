@@ -209,6 +209,19 @@ def test_a_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(tmp_pat
     assert [r["step"] for r in strict_records(out / "metrics.jsonl")] == list(range(1, 13))
 
 
+def test_a_run_diverging_before_its_first_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--steps", "6", "--lr", "1e30", "--grad-clip", "0", "--warmup-steps", "0") == 3
+    assert "no checkpoint was saved before it. Start it again with a lower --lr" in capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["stopped"] == "diverged" and result["checkpoint_step"] is None and not (out / CHECKPOINT).exists()
+    assert main(["train", "shakespeare", "--out", str(out), "--resume"]) == 2
+    assert "has no checkpoint yet" in capsys.readouterr().err
+    (out / "metrics.jsonl").write_text("")  # as if it diverged at its first step
+    assert main(["report", str(out), "--out", str(tmp_path / "table")]) == 2
+    assert f"has no metrics yet (metrics.jsonl is empty): the run diverged at step {result['step']}" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def data():
     return load_shakespeare()

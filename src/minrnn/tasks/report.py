@@ -47,7 +47,8 @@ def summarize_run(run_dir: str | Path) -> dict:
     result = read_result(run) or {}
     records = read_jsonl(run / "metrics.jsonl")
     if not records:
-        raise ValueError(f"{run} has no metrics yet (metrics.jsonl is empty)")
+        why = f": the run diverged at step {result.get('step')}" if result.get("stopped") == "diverged" else ""
+        raise ValueError(f"{run} has no metrics yet (metrics.jsonl is empty){why}")
     evals = [r for r in records if "val_loss" in r]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
     last = records[-1]
