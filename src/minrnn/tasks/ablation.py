@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
-from minrnn.tasks.base import run_config, run_task
+from minrnn.tasks.base import read_json, run_config, run_task
 from minrnn.train.config import TrainConfig
 
 METRIC = "test_accuracy"
@@ -77,6 +77,11 @@ def run_ablation(
     if not layers or any(n < 1 for n in layers):
         raise ValueError(f"layers must be a non-empty list of positive depths, got {layers}")
     out = Path(out_dir)
+    if out.is_dir() and any((out / n).exists() for n in ("ablation.json", "ablation.md")):
+        saved = read_json(out / "ablation.json")
+        if not (isinstance(saved, dict) and {"table", "runs", "metric"} <= saved.keys()):
+            raise ValueError(f"{out} holds an ablation.json / ablation.md that this command did not write; "
+                             f"choose another --out (they would be overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     base_model = task.configs(preset)[0]
     runs: list[dict] = []
