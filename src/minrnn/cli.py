@@ -16,12 +16,19 @@ RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
 Every field of the task, model and training configs is a flag (``--d-model 256``, ``--lr 3e-4``)
 that overrides the chosen preset; the resolved config is saved as ``config.json`` in the run folder.
+
+Exit status: 0 done; 2 the command cannot run as asked (a bad flag, file or folder, or out of
+memory), with one line ``minrnn: error: ...`` saying why and what to do; 3 the training run
+diverged (its loss went NaN/Inf; the run folder says so and keeps its last good checkpoint); 1 the
+reader of the output went away (``minrnn sample ... | head``); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -35,10 +42,11 @@ from minrnn.models.registry import model_fields
 from minrnn.pretrained import load_run
 from minrnn.tasks import TASKS, shakespeare
 from minrnn.tasks.ablation import run_ablation, run_rl_benchmark
-from minrnn.tasks.base import check_new_run_dir, fresh_run_config, resumed_run_config, run_task
+from minrnn.tasks.base import fresh_run_config, read_result, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
 from minrnn.train.device import resolve_device
-from minrnn.train.distributed import close_distributed, init_distributed, on_main_then_broadcast
+from minrnn.train.distributed import close_distributed, init_distributed
+from minrnn.train.trainer import TrainingDiverged
 
 
 def _parse_bool(s: str) -> bool:
@@ -47,6 +55,27 @@ def _parse_bool(s: str) -> bool:
     if s.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+def _positive_int(s: str) -> int:
+    n = int(s)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _nonnegative_float(s: str) -> float:
+    x = float(s)
+    if not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return x
+
+
+def _seed(s: str) -> int:
+    n = int(s)
+    if not -(2**63) <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a 64-bit signed integer, got {n}")
+    return n
 
 
 def parse_list(text: str, kind: type = str) -> list:
@@ -156,10 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir", help="run folder written by `minrnn train` (or a checkpoint file)")
     sample.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="best validation loss (default) or the latest step")
     sample.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    sample.add_argument("--tokens", type=int, default=500, help="characters to generate")
-    sample.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    sample.add_argument("--top-k", type=int, default=None)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--tokens", type=_positive_int, default=500, help="characters to generate")
+    sample.add_argument("--temperature", type=_nonnegative_float, default=0.8, help="0: greedy (always the most likely character)")
+    sample.add_argument("--top-k", type=_positive_int, default=None,
+                        help="sample among the k most likely characters only (k >= the vocabulary size: all of them)")
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
 
@@ -199,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
         p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--out", default="benchmarks/results", help="folder for the JSON (and PNG) results")
     return parser
 
@@ -215,12 +245,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ValueError("--resume keeps the saved model; drop --model")
             config = resumed_run_config(task, args.task, args.out, settings)
         else:
-            on_main_then_broadcast(lambda: check_new_run_dir(args.out))
             config = fresh_run_config(task, args.task, args.preset, settings, args.model_kind)
         result = run_task(task, config, args.out, resume=args.resume)
+    except TrainingDiverged as e:
+        if info.is_main:
+            again = "Start it again with" if e.checkpoint_step is None else "Continue from the checkpoint with --resume and"
+            print(f"minrnn: error: {e}. {again} a lower --lr or --grad-clip, or train with "
+                  f"--on-nonfinite skip to skip such steps ({args.out}/result.json says so too)", file=sys.stderr)
+        return 3
     finally:
         close_distributed()
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("val_", "test_", "best_val")))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("val_", "test_", "best_val")) and isinstance(v, float))
     if info.is_main:
         print(f"done: step {result.get('step')}{' (early stop)' if result.get('early_stop') else ''}, {shown} "
               f"(best at step {result.get('best_step')}); run folder {args.out}")
@@ -228,16 +263,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    model, ckpt, path = load_run(args.run_dir, args.checkpoint)
     device = resolve_device(args.device)
+    if not args.prompt:
+        raise ValueError("--prompt is empty; give at least one character to continue (default: a newline)")
+    model, ckpt, path = load_run(args.run_dir, args.checkpoint)
     model.to(device)
     if args.backend is not None:
         set_backend(model, args.backend)
     if "tokenizer" not in ckpt:
         raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare)")
-    tok = shakespeare.tokenizer_from_checkpoint(ckpt)
-    prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
+    tok = shakespeare.tokenizer_from_checkpoint(ckpt, str(path))
+    try:
+        prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
+    except ValueError as e:
+        raise ValueError(f"--prompt: {e} of this run") from None
     gen = torch.Generator(device=device).manual_seed(args.seed)
+    result = read_result(path.parent)
+    if result is not None and result.get("stopped") == "diverged":
+        print(f"note: this run diverged at step {result.get('step')} (see its result.json); {path.name} holds "
+              f"its weights of step {ckpt.get('step')}, from before that", file=sys.stderr)
     print(f"[{path}, step {ckpt.get('step')}]", file=sys.stderr)
     sys.stdout.write(args.prompt)
     for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, gen):
@@ -253,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the benchmark
     common = {"repeats": args.repeats, "warmup": args.warmup, "device": args.device, "dtype": args.dtype, "seed": args.seed}
     if args.threads is not None:
         common["threads"] = parse_list(args.threads, int)
@@ -348,14 +393,52 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _os_error(e: OSError) -> str:
+    """A file-system error as one line that names the path at fault."""
+    if e.filename is None:
+        return str(e)
+    if isinstance(e, (NotADirectoryError, FileExistsError)):
+        for p in (Path(e.filename), *Path(e.filename).parents):
+            if p.exists() and not p.is_dir():
+                return f"{p} is a file, not a folder; choose another path"
+    return f"{e.filename}: {e.strerror or e}"
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``minrnn sample ... | head``): stop quietly, as CPython's
+    docs advise (signal module, "Note on SIGPIPE"): point stdout at devnull so that the flush at
+    exit does not raise again, and exit with 1."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (captured): nothing will flush to the pipe
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {
+        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report,
+        "bench": cmd_bench,
+    }
     try:
-        commands = {
-            "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report,
-            "bench": cmd_bench,
-        }
-        return commands[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+    except (ValueError, ImportError) as e:  # ImportError: an optional extra is missing (its message says which)
         print(f"minrnn: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # a path that cannot be read or written: the message names it
+        print(f"minrnn: error: {_os_error(e)}", file=sys.stderr)
+    except (MemoryError, torch.OutOfMemoryError):
+        print("minrnn: error: out of memory; use a smaller --batch-size, --context or model", file=sys.stderr)
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):  # torch's CPU allocator; anything else is a bug
+            raise
+        print("minrnn: error: out of memory; use a smaller --batch-size, --context or model", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("minrnn: interrupted", file=sys.stderr)
+        return 130
+    return 2

@@ -16,7 +16,7 @@ def load_run(path: str | Path, which: str = "best") -> tuple[torch.nn.Module, di
     `minrnn train`, or of one of its checkpoint files.
 
     ``which`` picks a run folder's ``best`` checkpoint (lowest validation loss; the latest if no
-    validation has run yet) or its ``latest``.
+    validation has run yet) or its ``latest``. Weights that are not finite are a ValueError.
     """
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
@@ -29,4 +29,8 @@ def load_run(path: str | Path, which: str = "best") -> tuple[torch.nn.Module, di
         raise ValueError(f"{path} holds no model config; it was not written by `minrnn train`")
     model = build_model(config.get("arch", "minrnn"), config["model"])
     load_weights(model, ckpt, path)
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not bool(p.isfinite().all())]
+    if bad:
+        raise ValueError(f"{path} holds weights that are not finite (NaN/Inf, e.g. {bad[0]}): the run diverged; "
+                         f"train it again (a lower learning rate) or load another checkpoint of it")
     return model.eval(), ckpt, path

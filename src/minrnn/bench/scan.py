@@ -71,6 +71,10 @@ class ScanConfig:
         for name in ("batch", "seq_len", "hidden", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not self.budget_s >= 0:
+            raise ValueError(f"budget must be >= 0 seconds, got {self.budget_s}")
         if not self.threads or any(n < 1 for n in self.threads):
             raise ValueError(f"threads must be positive ints, got {self.threads}")
         if not self.backends:

@@ -10,6 +10,10 @@ class CharTokenizer:
     """Maps each distinct character of a corpus to an id (sorted order, as nanoGPT)."""
 
     def __init__(self, chars: str) -> None:
+        if not isinstance(chars, str) or not chars:
+            raise ValueError(f"chars must be a non-empty string (character i is token i), got {type(chars).__name__} {chars!r:.40}")
+        if len(set(chars)) != len(chars):
+            raise ValueError(f"chars must not repeat a character, got {chars!r:.80}")
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
 

@@ -72,9 +72,21 @@ class MinRNNBlock(nn.Module):
         conv = self.conv.init_state(batch_size) if self.conv is not None else None
         return conv, _hidden(self.rnn.init_state(batch_size))
 
+    def _split_state(self, state: BlockState | None) -> BlockState | tuple[None, None]:
+        """(conv state, rnn state) of a state as `forward` / `step` / `init_state` return it."""
+        if state is None:
+            return None, None
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise ValueError(f"a block's state must be the pair (conv state, rnn state) that forward, step or "
+                             f"init_state return, got {type(state).__name__}")
+        conv_state, rnn_state = state
+        if (conv_state is None) != (self.conv is None):
+            raise ValueError(f"a block's conv state must be {'None: the block has no conv' if self.conv is None else 'a tensor (B, kernel_size - 1, D)'}, got {type(conv_state).__name__}")
+        return conv_state, rnn_state
+
     def forward(self, x: Tensor, state: BlockState | None = None) -> tuple[Tensor, BlockState]:
         """x (B, T, D), state from a previous chunk or None -> (y (B, T, D), state after the last step)."""
-        conv_state, rnn_state = state if state is not None else (None, None)
+        conv_state, rnn_state = self._split_state(state)
         h = self.norm1(x)
         if self.conv is not None:
             h, conv_state = self.conv(h, conv_state)
@@ -87,7 +99,9 @@ class MinRNNBlock(nn.Module):
 
     def step(self, x: Tensor, state: BlockState) -> tuple[Tensor, BlockState]:
         """x (B, D) -> (y (B, D), new state). Equals `forward` one token at a time."""
-        conv_state, rnn_state = state
+        conv_state, rnn_state = self._split_state(state)
+        if rnn_state is None:
+            raise ValueError("step needs a state: pass init_state(batch_size) for the first token")
         h = self.norm1(x)
         if self.conv is not None:
             h, conv_state = self.conv.step(h, conv_state)

@@ -34,16 +34,25 @@ class CausalConv1d(nn.Module):
     def init_state(self, batch_size: int) -> Tensor:
         return self.weight.new_zeros(batch_size, self.kernel_size - 1, self.dim)
 
+    def _check_state(self, state: Tensor, batch_size: int) -> None:
+        expected = (batch_size, self.kernel_size - 1, self.dim)
+        if not isinstance(state, Tensor) or tuple(state.shape) != expected:
+            got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+            raise ValueError(f"conv state must have shape (B, kernel_size - 1, D) = {expected}, got {got}")
+
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B, T, D), state (B, k - 1, D) or None (zeros) -> (y (B, T, D), new state)."""
         if state is None:
             state = self.init_state(x.shape[0]).to(x.dtype)
+        else:
+            self._check_state(state, x.shape[0])
         xp = torch.cat([state, x], dim=1)  # (B, k - 1 + T, D)
         y = nn.functional.conv1d(xp.transpose(1, 2), self.weight, self.bias, groups=self.dim)
         return y.transpose(1, 2), xp[:, xp.shape[1] - (self.kernel_size - 1) :]
 
     def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, D), state (B, k - 1, D) -> (y (B, D), new state)."""
+        self._check_state(state, x.shape[0])
         window = torch.cat([state, x.unsqueeze(1)], dim=1)  # (B, k, D)
         y = torch.einsum("bkd,dk->bd", window, self.weight[:, 0])
         if self.bias is not None:

@@ -15,12 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from minrnn.models.checks import check_ranges
-
-
-def _check_idx(idx: Tensor) -> None:
-    if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"idx must be an integer tensor of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
+from minrnn.models.checks import check_ids, check_ranges
 
 
 # --- Transformer ------------------------------------------------------------------------------
@@ -123,10 +118,15 @@ class TransformerLM(nn.Module):
         """idx (B, T) with T <= context, state (B, S) earlier tokens or None -> (logits (B, T, V),
         state: the last context - 1 tokens). With a state, idx's tokens attend to as many earlier
         tokens as fit in the window."""
-        _check_idx(idx)
+        check_ids(idx, self.config.vocab_size)
         T, C = idx.shape[1], self.config.context
         if T > C:
             raise ValueError(f"idx has T={T} tokens, more than the model's context={C}")
+        if state is not None:
+            if not isinstance(state, Tensor) or state.dim() != 2 or state.shape[0] != idx.shape[0]:
+                got = f"{state.dtype} {tuple(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
+                raise ValueError(f"state must be the earlier tokens (B, S) = ({idx.shape[0]}, S) that forward or step returned, got {got}")
+            check_ids(state, self.config.vocab_size, name="state", min_len=0)
         seq = idx if state is None else torch.cat([state, idx], dim=1)[:, -C:]
         pos = torch.arange(seq.shape[1], device=idx.device)
         x = self.drop(self.embed(seq) + self.pos(pos))
@@ -137,6 +137,7 @@ class TransformerLM(nn.Module):
 
     def step(self, idx: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """idx (B,) -> (logits (B, V), state): recomputes the whole window (O(context))."""
+        check_ids(idx, self.config.vocab_size, step=True)
         logits, state = self(idx.unsqueeze(1), state)
         return logits[:, -1], state
 
@@ -183,11 +184,25 @@ class RNNLM(nn.Module):
     def forward(self, idx: Tensor, state=None):
         """idx (B, T), state (h for GRU, (h, c) for LSTM; each (n_layers, B, D)) or None ->
         (logits (B, T, V), state after the last step)."""
-        _check_idx(idx)
+        check_ids(idx, self.config.vocab_size)
+        self._check_state(state, idx.shape[0])
         h, state = self.rnn(self.drop(self.embed(idx)), state)
         return self.head(self.norm(self.drop(h))), state
 
+    def _check_state(self, state, batch_size: int) -> None:
+        """nn.GRU's h or nn.LSTM's (h, c), each (n_layers, B, d_model), as forward returns it."""
+        if state is None:
+            return
+        cfg = self.config
+        expected = (cfg.n_layers, batch_size, cfg.d_model)
+        parts = state if cfg.cell == "lstm" and isinstance(state, (tuple, list)) and len(state) == 2 else (state,)
+        form = "the pair (h, c)" if cfg.cell == "lstm" else "a tensor h"
+        if (cfg.cell == "lstm") != (len(parts) == 2) or not all(isinstance(t, Tensor) and tuple(t.shape) == expected for t in parts):
+            got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in parts]
+            raise ValueError(f"state must be {form} of shape (n_layers, B, d_model) = {expected}, as forward and step return it; got {got}")
+
     def step(self, idx: Tensor, state=None):
         """idx (B,) -> (logits (B, V), state): O(1) per token."""
+        check_ids(idx, self.config.vocab_size, step=True)
         logits, state = self(idx.unsqueeze(1), state)
         return logits[:, -1], state

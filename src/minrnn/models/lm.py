@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
-from minrnn.models.checks import check_ranges
+from minrnn.models.checks import check_ids, check_ranges
 from minrnn.ops.activations import ACTIVATIONS
 
 
@@ -74,12 +74,23 @@ class MinRNNLM(nn.Module):
     def init_state(self, batch_size: int) -> list[BlockState]:
         return [block.init_state(batch_size) for block in self.blocks]
 
+    def _check_state(self, state: list[BlockState] | None) -> None:
+        """A state must be what `forward` / `step` / `init_state` return: one (conv, rnn) pair per
+        block (the blocks check the shapes)."""
+        if state is None:
+            return
+        n = len(self.blocks)
+        if not isinstance(state, (list, tuple)) or len(state) != n:
+            got = f"{type(state).__name__} of length {len(state)}" if isinstance(state, (list, tuple)) else type(state).__name__
+            raise ValueError(f"state must be a list of {n} per-block states (one per layer), as forward, step or "
+                             f"init_state return it; got a {got}")
+
     def forward(
         self, idx: Tensor, state: list[BlockState] | None = None
     ) -> tuple[Tensor, list[BlockState]]:
         """idx (B, T) int64, state from an earlier chunk or None -> (logits (B, T, V), state)."""
-        if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx must be an integer tensor of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
+        check_ids(idx, self.config.vocab_size)
+        self._check_state(state)
         x = self.drop(self.embed(idx))
         new_state = []
         for i, block in enumerate(self.blocks):
@@ -89,6 +100,8 @@ class MinRNNLM(nn.Module):
 
     def step(self, idx: Tensor, state: list[BlockState] | None = None) -> tuple[Tensor, list[BlockState]]:
         """idx (B,) -> (logits (B, V), state): one token, O(1) in the context length."""
+        check_ids(idx, self.config.vocab_size, step=True)
+        self._check_state(state)
         if state is None:
             state = self.init_state(idx.shape[0])
         x = self.drop(self.embed(idx))

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
-from minrnn.tasks.base import fresh_run_config, run_config, run_task
+from minrnn.tasks.base import fresh_run_config, read_json, run_config, run_task
 from minrnn.train.config import TrainConfig
 
 METRIC = "test_accuracy"
@@ -61,6 +61,19 @@ def markdown(table: dict, cells: list[str], layers: list[int], title: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _grid_folder(out_dir: str | Path) -> Path:
+    """The grid's folder, created; refused if it holds an ablation.json / ablation.md that no grid
+    command wrote (they would be overwritten)."""
+    out = Path(out_dir)
+    if out.is_dir() and any((out / n).exists() for n in ("ablation.json", "ablation.md")):
+        saved = read_json(out / "ablation.json")
+        if not (isinstance(saved, dict) and {"table", "runs", "metric"} <= saved.keys()):
+            raise ValueError(f"{out} holds an ablation.json / ablation.md that this command did not write; "
+                             f"choose another --out (they would be overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def run_ablation(
     task: ModuleType,
     name: str,
@@ -82,8 +95,7 @@ def run_ablation(
         raise ValueError(f"cells must be a non-empty list of mingru / minlstm, got {cells}")
     if not layers or any(n < 1 for n in layers):
         raise ValueError(f"layers must be a non-empty list of positive depths, got {layers}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _grid_folder(out_dir)
     base_model = task.configs(preset)[0]
     runs: list[dict] = []
     payload: dict = {}
@@ -203,8 +215,7 @@ def run_rl_benchmark(
     bad = [k for k in kinds if k not in task.MODEL_KINDS]
     if bad:
         raise ValueError(f"unknown model kind(s) {bad}; choose from {list(task.MODEL_KINDS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _grid_folder(out_dir)
     seed0 = settings.get("seed", TrainConfig.seed)
     runs: list[dict] = []
     payload: dict = {}

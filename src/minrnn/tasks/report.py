@@ -15,6 +15,7 @@ from pathlib import Path
 
 from minrnn.models import build_model
 from minrnn.tasks import TASKS
+from minrnn.tasks.base import is_run_config, read_json, read_result
 from minrnn.train.plot import pyplot, read_jsonl
 
 
@@ -40,10 +41,14 @@ def summarize_run(run_dir: str | Path) -> dict:
     config_path = run / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{run} is not a run folder: it has no config.json")
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
+    if not is_run_config(config):
+        raise ValueError(f"{config_path} is not the config of a `minrnn train` run (unreadable, or not its keys)")
+    result = read_result(run) or {}
     records = read_jsonl(run / "metrics.jsonl")
     if not records:
-        raise ValueError(f"{run} has no metrics yet (metrics.jsonl is empty)")
+        why = f": the run diverged at step {result.get('step')}" if result.get("stopped") == "diverged" else ""
+        raise ValueError(f"{run} has no metrics yet (metrics.jsonl is empty){why}")
     evals = [r for r in records if "val_loss" in r]
     best = min(evals, key=lambda r: r["val_loss"]) if evals else None
     last = records[-1]
@@ -58,8 +63,10 @@ def summarize_run(run_dir: str | Path) -> dict:
         "parameters": sum(p.numel() for p in set(model.parameters())),
         "steps": last["step"],
         "planned_steps": config["train"]["steps"],
-        "finished": (run / "result.json").exists(),
+        "finished": bool(result) and result.get("stopped") != "diverged",
         "early_stop": bool(last.get("early_stop", False)),
+        "stopped": result.get("stopped"),  # finished, early_stop, diverged; None: running or killed
+        "diverged_at": result.get("step") if result.get("stopped") == "diverged" else None,
         "best_val_loss": best["val_loss"] if best else None,
         "best_step": best["step"] if best else None,
         "last_val_loss": evals[-1]["val_loss"] if evals else None,
@@ -95,7 +102,9 @@ def markdown(rows: list[dict], title: str) -> str:
     ]
     for r in rows:
         steps = f"{r['steps']} / {r['planned_steps']}"
-        if r["early_stop"]:
+        if r["stopped"] == "diverged":
+            steps += f" (diverged at step {r['diverged_at']})"
+        elif r["early_stop"]:
             steps += " (early stop)"
         elif not r["finished"]:
             steps += " (running or stopped)"

@@ -20,6 +20,7 @@ once the validation accuracy reaches ``stop_accuracy``; the final figure is the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -150,6 +151,8 @@ def prepare(model_settings: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) 
         train_cfg.context = task_cfg.length + task_cfg.n_tokens
     if task_cfg.test_batches < 1:
         raise ValueError(f"test_batches must be >= 1, got {task_cfg.test_batches}")
+    if math.isnan(task_cfg.stop_accuracy):
+        raise ValueError("stop_accuracy must be a number (> 1: never stop early), got nan")
     # Fail on bad task settings now, not at the first batch.
     selective_copy_batch(1, task_cfg.length, task_cfg.n_tokens, vocab_size)
 

@@ -93,8 +93,16 @@ def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> T
     )
 
 
-def tokenizer_from_checkpoint(ckpt: dict) -> CharTokenizer:
-    return CharTokenizer(ckpt["tokenizer"])
+def tokenizer_from_checkpoint(ckpt: dict, source: str = "the checkpoint") -> CharTokenizer:
+    """The run's character tokenizer, which must have one character per id of its model."""
+    vocab_size = (ckpt.get("config") or {}).get("model", {}).get("vocab_size")
+    try:
+        tok = CharTokenizer(ckpt.get("tokenizer"))
+    except ValueError as e:
+        raise ValueError(f"{source} has a malformed tokenizer entry: {e}") from None
+    if vocab_size is not None and tok.vocab_size != vocab_size:
+        raise ValueError(f"{source} has a malformed tokenizer entry: {tok.vocab_size} characters for a model of {vocab_size} token ids")
+    return tok
 
 
 __all__ = ["MODEL_KINDS", "KIND_DEFAULTS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]

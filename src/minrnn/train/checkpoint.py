@@ -95,6 +95,21 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace the file at ``path`` by ``text`` atomically (a crash leaves the old or the new file,
+    never half of one), as the checkpoints are: config.json, result.json, a trimmed metrics.jsonl."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (a power cut after it keeps the new file)."""
     try:
@@ -138,8 +153,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_weights(model: torch.nn.Module, payload: dict[str, Any], path: str | os.PathLike = "checkpoint") -> None:
-    """Load ``payload["model"]`` into ``model``; a mismatch is a ValueError naming the keys."""
+    """Load ``payload["model"]`` into ``model``; a mismatch is a one-line ValueError naming the keys."""
+    expected, got = model.state_dict(), payload["model"]
+    problems = [f"missing {k}" for k in expected if k not in got] + [f"unexpected {k}" for k in got if k not in expected]
+    problems += [f"{k} is {tuple(got[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+                 if k in got and isinstance(got[k], Tensor) and got[k].shape != v.shape]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError(f"{path} does not fit this model: {'; '.join(problems[:3])}{more}")
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(got)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit this model: {e}") from e
+        raise ValueError(f"{path} does not fit this model: {' '.join(str(e).split())}") from e

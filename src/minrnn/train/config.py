@@ -37,14 +37,28 @@ class TrainConfig:
     device: str = "auto"  # "auto": cuda if available, else cpu
     backend: str | None = None  # scan backend of the minRNN layers (minrnn.functional); None: automatic
     tensorboard: bool = False  # also log to out_dir/tensorboard (needs the `tensorboard` extra)
+    # A step whose loss or gradient norm is NaN/Inf is never applied; then "stop": end the run with
+    # TrainingDiverged (the last checkpoint is kept), or "skip": go on with the next batch (counted
+    # as skipped_steps in the metrics). A non-finite validation loss always stops the run.
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "context", "eval_every", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "ckpt_every", "patience", "grad_clip", "weight_decay", "min_lr"):
-            if getattr(self, name) < 0:
+        for name in ("warmup_steps", "ckpt_every", "patience", "grad_clip", "weight_decay", "lr", "min_lr"):
+            if not getattr(self, name) >= 0:  # `not >=` also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not -(2**63) <= self.seed < 2**63:
+            raise ValueError(f"seed must be a 64-bit signed integer, got {self.seed}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         functional.check_backend(self.backend)

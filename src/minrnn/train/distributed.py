@@ -52,8 +52,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def on_main_then_broadcast(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 alone and hand its result (or its ValueError / FileNotFoundError)
-    to every process, e.g. to read a checkpoint that only rank 0's disk holds."""
+    """Run ``fn`` on rank 0 alone and hand its result (or its ValueError / OSError, such as
+    FileNotFoundError) to every process, e.g. to read a checkpoint that only rank 0's disk holds."""
     info = dist_info()
     if info.world_size == 1:
         return fn()
@@ -61,7 +61,7 @@ def on_main_then_broadcast(fn: Callable[[], T]) -> T:
     if info.is_main:
         try:
             box[0] = ("ok", fn())
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:
             box[0] = ("error", e)
     dist.broadcast_object_list(box, src=0)
     status, value = box[0]

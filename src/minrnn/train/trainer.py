@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from minrnn import functional
 from minrnn.layers import set_backend
-from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint
+from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint, write_text_atomic
 from minrnn.train.config import TrainConfig
 from minrnn.train.device import resolve_device
 from minrnn.train.distributed import dist_info, on_main_then_broadcast
-from minrnn.train.plot import plot_metrics
+from minrnn.train.plot import plot_metrics, read_jsonl
 
 # A batch's inputs: a (B, T) tensor, or a dict of (B, T, ...) tensors (offline RL's windows).
 Inputs = Tensor | dict[str, Tensor]
@@ -40,6 +40,20 @@ MetricsFn = Callable[[nn.Module, Inputs, Tensor], dict[str, float]]
 
 METRICS = "metrics.jsonl"
 _MASK64 = (1 << 64) - 1
+
+
+class TrainingDiverged(RuntimeError):
+    """`Trainer.fit` stopped because a step's loss or gradient norm, or a validation loss, was NaN
+    or Inf (``TrainConfig.on_nonfinite="stop"``). ``step`` is the step that diverged, ``values``
+    the non-finite figures by name, ``checkpoint_step`` the step the run folder's checkpoint holds
+    (None if none was saved): resuming continues from there."""
+
+    def __init__(self, step: int, values: dict[str, float], checkpoint_step: int | None) -> None:
+        self.step, self.values, self.checkpoint_step = step, values, checkpoint_step
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        kept = (f"the checkpoint keeps the run as of step {checkpoint_step}" if checkpoint_step is not None
+                else "no checkpoint was saved before it")
+        super().__init__(f"training diverged at step {step} ({shown}); {kept}")
 
 
 def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -137,6 +151,8 @@ class Trainer:
         self.best_step = 0
         self.elapsed = 0.0  # training wall time, summed over resumed sessions
         self.wall = 0.0  # the same with validation and checkpointing included
+        self.skipped_steps = 0  # steps not applied because their loss or gradient was NaN/Inf
+        self.checkpoint_step: int | None = None  # step of the latest checkpoint on disk
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -182,6 +198,7 @@ class Trainer:
             "best_step": self.best_step,
             "elapsed": self.elapsed,
             "wall": self.wall,
+            "skipped_steps": self.skipped_steps,
             "rng": rng,
         }
 
@@ -189,6 +206,7 @@ class Trainer:
         """Write the latest checkpoint (rank 0 only)."""
         if self.dist.is_main:
             save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
+        self.checkpoint_step = self.step
 
     def _save_best(self) -> None:
         save_checkpoint(
@@ -212,6 +230,8 @@ class Trainer:
         self.elapsed = float(payload.get("elapsed", 0.0))
         # Checkpoints older than the wall clock: the training time is the best lower bound known.
         self.wall = float(payload.get("wall", self.elapsed))
+        self.skipped_steps = int(payload.get("skipped_steps", 0))
+        self.checkpoint_step = self.step
         rng = payload.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -238,7 +258,8 @@ class Trainer:
     # --- training -------------------------------------------------------------------------------
 
     def _train_step(self) -> tuple[float, float, int]:
-        """One optimizer step over grad_accum micro-batches -> (mean loss, grad norm, tokens)."""
+        """One optimizer step over grad_accum micro-batches -> (mean loss, grad norm, tokens). A
+        step whose loss or gradient norm is NaN/Inf is not applied (the step still counts)."""
         cfg, rank = self.config, self.dist.rank
         lr = cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -258,14 +279,17 @@ class Trainer:
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
         loss = loss_sum / cfg.grad_accum
         if self.dist.world_size > 1:  # log the global batch's loss, as one process would
             dist.all_reduce(loss)
             loss /= self.dist.world_size
-        return loss.item(), grad_norm.item(), tokens * self.dist.world_size
+        # Both are the same on every rank (grads are all-reduced), so every rank decides alike.
+        loss_value, norm_value = loss.item(), grad_norm.item()
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.optimizer.step()  # a NaN/Inf step would poison the weights and the Adam moments
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value, norm_value, tokens * self.dist.world_size
 
     def _out_of_patience(self) -> bool:
         """True once ``config.patience`` validations in a row brought no new best val_loss (counted
@@ -274,7 +298,9 @@ class Trainer:
         return cfg.patience > 0 and self.step - self.best_step >= cfg.patience * cfg.eval_every
 
     def fit(self) -> dict:
-        """Train until ``config.steps``; returns the last metrics record."""
+        """Train until ``config.steps``; returns the last metrics record (of a run that had nothing
+        left to train: the one on disk). Raises `TrainingDiverged` when the loss goes NaN/Inf (see
+        ``TrainConfig.on_nonfinite``)."""
         cfg, main = self.config, self.dist.is_main
         metrics_path = self.out_dir / METRICS
         if self.step == 0 and main:
@@ -301,16 +327,30 @@ class Trainer:
                 "tok_s": round(tokens / dt, 1),
                 "time": round(self.elapsed, 3),  # training seconds so far (evaluation excluded)
             }
+            nonfinite = {k: record[k] for k in ("train_loss", "grad_norm") if not math.isfinite(record[k])}
+            if nonfinite and cfg.on_nonfinite == "stop":
+                self._close(bar, writer, plot=True)
+                raise TrainingDiverged(self.step, nonfinite, self.checkpoint_step)
+            if nonfinite:  # skipped: the record keeps the finite figures only
+                self.skipped_steps += 1
+                record = {k: v for k, v in record.items() if k not in nonfinite}
+                record["skipped"] = True
+            if self.skipped_steps:
+                record["skipped_steps"] = self.skipped_steps
             final = self.step == cfg.steps
-            evaluating, stop = self.step % cfg.eval_every == 0 or final, False
+            evaluating, stop, diverged = self.step % cfg.eval_every == 0 or final, False, False
             if main and evaluating:
                 record.update(self.validate())  # val_loss and any metrics_fn metrics
-                if record["val_loss"] < self.best_val:
+                diverged = not math.isfinite(record["val_loss"])
+                if not diverged and record["val_loss"] < self.best_val:
                     self.best_val, self.best_step = record["val_loss"], self.step
                     self._save_best()
                 stop = self._out_of_patience() or (self.early_stop is not None and bool(self.early_stop(record)))
-            if evaluating and (self.early_stop is not None or cfg.patience) and self.dist.world_size > 1:
-                stop = _broadcast_flag(stop, self.device)  # rank 0 decides for all
+            if evaluating and self.dist.world_size > 1:
+                stop, diverged = _broadcast_flags(self.device, stop, diverged)  # rank 0 decides for all
+            if diverged:
+                self._close(bar, writer, plot=True)
+                raise TrainingDiverged(self.step, {"val_loss": record.get("val_loss", math.nan)}, self.checkpoint_step)
             if stop:
                 record["early_stop"] = True
             now = time.perf_counter()
@@ -332,18 +372,24 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.3f}", best_val=f"{self.best_val:.3f}", tok_s=f"{session_tokens / session_time:.0f}")
             if stop:
                 break
+        self._close(bar, writer, plot=bool(last))
+        if not last and main:  # nothing left to train (a finished run resumed): its last record
+            last = next((r for r in reversed(read_jsonl(metrics_path)) if r.get("step") == self.step), {})
+        return last
+
+    def _close(self, bar, writer, plot: bool) -> None:
+        """End a session of `fit`: the progress bar, TensorBoard and (if it trained) the loss plot."""
         bar.close()
         if writer is not None:
             writer.close()
-        if main and last:
-            plot_metrics(metrics_path, self.out_dir / "loss.png")
-        return last
+        if plot and self.dist.is_main:
+            plot_metrics(self.out_dir / METRICS, self.out_dir / "loss.png")
 
 
-def _broadcast_flag(flag: bool, device: torch.device) -> bool:
-    t = torch.tensor([int(flag)], device=device)
+def _broadcast_flags(device: torch.device, *flags: bool) -> tuple[bool, ...]:
+    t = torch.tensor([int(f) for f in flags], device=device)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -359,9 +405,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             continue  # a line cut by the crash
         if isinstance(record, dict) and record.get("step", math.inf) <= step:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _tensorboard(out_dir: Path):
