@@ -1,5 +1,6 @@
-"""Command line: ``minrnn train TASK ...``, ``minrnn ablate selective-copy ...``,
-``minrnn sample RUN_DIR ...``, ``minrnn report RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
+"""Command line: ``minrnn train TASK ...``, ``minrnn ablate selective-copy|rl ...``, ``minrnn eval rl
+RUN_DIR ...``, ``minrnn data make|inspect ...``, ``minrnn sample RUN_DIR ...``, ``minrnn report
+RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
     minrnn train shakespeare --preset paper --model minlstm --out runs/minlstm
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
@@ -8,6 +9,10 @@
     minrnn report runs/mingru runs/minlstm --out results/shakespeare/paper   # table beside the paper's
     minrnn train selective-copy --model mingru --layers 3 --out runs/copy
     minrnn ablate selective-copy --cells mingru,minlstm --layers 1,2,3 --seeds 3 --out runs/ablation
+    minrnn data make --out data/pendulum                              # offline-RL datasets (Pendulum-v1)
+    minrnn train rl --data data/pendulum/pendulum-medium-v0.hdf5 --env Pendulum-v1 --model minlstm --out runs/rl
+    minrnn eval rl runs/rl --episodes 50
+    minrnn ablate rl --datasets A.hdf5,B.hdf5 --models mingru,minlstm,transformer --seeds 3 --out runs/rl-bench
 
 Every field of the task, model and training configs is a flag (``--d-model 256``, ``--lr 3e-4``)
 that overrides the chosen preset; the resolved config is saved as ``config.json`` in the run folder.
@@ -36,7 +41,7 @@ from minrnn.models import MODEL_KINDS
 from minrnn.models.registry import model_fields
 from minrnn.pretrained import load_run
 from minrnn.tasks import TASKS, shakespeare
-from minrnn.tasks.ablation import run_ablation
+from minrnn.tasks.ablation import run_ablation, run_rl_benchmark
 from minrnn.tasks.base import fresh_run_config, read_result, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
 from minrnn.train.device import resolve_device
@@ -131,15 +136,50 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_flags(p, model_fields().values(), "model config (a flag the chosen --model does not read is refused)")
         _add_config_flags(p, TrainConfig, "training config")
 
-    ablate = sub.add_parser("ablate", help="train every cell x depth x seed of a task and tabulate accuracy")
-    ablate.add_argument("task", choices=["selective-copy"], help="experiment to run")
-    ablate.add_argument("--cells", default="mingru,minlstm", help="comma-separated cells (default: mingru,minlstm)")
-    ablate.add_argument("--layers", default="1,2,3", help="comma-separated depths (default: 1,2,3)")
-    ablate.add_argument("--seeds", type=int, default=3, help="runs per cell x depth, with seeds --seed, --seed + 1, ... (default: 3)")
-    ablate.add_argument("--preset", default="cpu", choices=list(TASKS["selective-copy"].PRESETS), help="preset of the task (default: cpu)")
-    ablate.add_argument("--out", required=True, help="folder for the runs and ablation.json / ablation.md")
-    _add_config_flags(ablate, TASKS["selective-copy"].TaskConfig, "task config")
-    _add_config_flags(ablate, TrainConfig, "training config (seed is set per run)")
+    ablate = sub.add_parser("ablate", help="train a grid of runs over seeds and tabulate mean +- std")
+    ablate_tasks = ablate.add_subparsers(dest="task", required=True, metavar="TASK", help="selective-copy (cell x depth) or rl (model x dataset)")
+    copy = ablate_tasks.add_parser("selective-copy", help="cell x depth x seed: test accuracy (paper Table 1)")
+    copy.add_argument("--cells", default="mingru,minlstm", help="comma-separated cells (default: mingru,minlstm)")
+    copy.add_argument("--layers", default="1,2,3", help="comma-separated depths (default: 1,2,3)")
+    copy.add_argument("--seeds", type=int, default=3, help="runs per cell x depth, with seeds --seed, --seed + 1, ... (default: 3)")
+    copy.add_argument("--preset", default="cpu", choices=list(TASKS["selective-copy"].PRESETS), help="preset of the task (default: cpu)")
+    copy.add_argument("--out", required=True, help="folder for the runs and ablation.json / ablation.md")
+    _add_config_flags(copy, TASKS["selective-copy"].TaskConfig, "task config")
+    _add_config_flags(copy, TrainConfig, "training config (seed is set per run)")
+    rl_task = TASKS["rl"]
+    rl_grid = ablate_tasks.add_parser("rl", help="model x dataset x seed: normalised score of offline RL (paper Table 3)")
+    rl_grid.add_argument("--datasets", required=True, help="comma-separated datasets (D4RL .hdf5, DT .pkl, minari:<id>)")
+    rl_grid.add_argument("--models", default="mingru,minlstm,transformer", help="comma-separated model kinds (default: mingru,minlstm,transformer)")
+    rl_grid.add_argument("--seeds", type=int, default=3, help="runs per model x dataset, with seeds --seed, --seed + 1, ... (default: 3)")
+    rl_grid.add_argument("--preset", default=rl_task.DEFAULT_PRESET, choices=list(rl_task.PRESETS), help=f"preset (default: {rl_task.DEFAULT_PRESET})")
+    rl_grid.add_argument("--out", required=True, help="folder for the runs and ablation.json / ablation.md")
+    _add_config_flags(rl_grid, [f for f in dataclasses.fields(rl_task.TaskConfig) if f.name != "data"], "task config")
+    _add_config_flags(rl_grid, model_fields().values(), "model config")
+    _add_config_flags(rl_grid, TrainConfig, "training config (seed: of the first round)")
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained run")
+    eval_tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
+    ev = eval_tasks.add_parser("rl", help="run an offline-RL policy in its environment; writes eval-<checkpoint>-<mode>.json into the run folder")
+    ev.add_argument("run_dir", help="run folder written by `minrnn train rl` (or a checkpoint file)")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
+    ev.add_argument("--mode", choices=["window", "recurrent"], default="window", help="window: re-encode the last K steps (DT, default); recurrent: carry the state (O(1) per step)")
+    ev.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="latest step (default) or lowest validation loss")
+    ev.add_argument("--targets", default=None, help="comma-separated target returns, e.g. --targets=3600,1800 (default: the run's)")
+    ev.add_argument("--seed", type=int, default=0, help="episode i starts from env.reset(seed=seed + i)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    data = sub.add_parser("data", help="offline-RL datasets: make the local Pendulum ones, inspect any")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    make = data_sub.add_parser("make", help="write Pendulum-v1 datasets in the D4RL HDF5 layout (minrnn.rl.pendulum)")
+    make.add_argument("--out", required=True, help="folder for pendulum-<dataset>-v0.hdf5")
+    make.add_argument("--datasets", default="expert,medium,medium-replay,medium-expert", help="comma-separated (default: all four)")
+    make.add_argument("--episodes", type=int, default=None, help="episodes per behaviour policy (default: 200 expert / medium, 100 medium-replay)")
+    make.add_argument("--seed", type=int, default=0)
+    inspect = data_sub.add_parser("inspect", help="read a dataset as training would and print its summary (JSON)")
+    inspect.add_argument("data", help="D4RL .hdf5, DT .pkl or minari:<dataset id>")
+    inspect.add_argument("--env", default=None, help="also check its dimensions against this gymnasium environment")
+    inspect.add_argument("--max-episode-steps", type=int, default=1000, help="time limit splitting files without timeouts (default: 1000)")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("run_dir", help="run folder written by `minrnn train` (or a checkpoint file)")
@@ -303,10 +343,53 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     task = TASKS[args.task]
+    if args.task == "rl":
+        names = [f.name for f in dataclasses.fields(TrainConfig)] + [f.name for f in dataclasses.fields(task.TaskConfig)] + list(model_fields())
+        settings = _given(args, [n for n in names if n != "data"])
+        run_rl_benchmark(task, args.preset, parse_list(args.datasets), parse_list(args.models), args.seeds, settings, args.out)
+        return 0
     _, train_cfg, task_cfg = task.configs(args.preset)
     train_cfg, task_cfg = _override(train_cfg, args), _override(task_cfg, args)
     cells, layers = parse_list(args.cells), parse_list(args.layers, int)
     run_ablation(task, args.task, args.preset, cells, layers, args.seeds, train_cfg, task_cfg, args.out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from minrnn.tasks.rl import evaluate_run, headline
+
+    targets = parse_list(args.targets, float) if args.targets else None
+    result, path = evaluate_run(
+        args.run_dir, args.episodes, args.mode, checkpoint=args.checkpoint, targets=targets, seed=args.seed,
+        device=args.device, progress=not args.no_progress,
+    )
+    for r in result["results"]:
+        score = f", normalised {r['normalized_mean']:.1f} ± {r['normalized_std']:.1f}" if "normalized_mean" in r else ""
+        print(f"target {r['target']:g}: return {r['return_mean']:.1f} ± {r['return_std']:.1f}{score}, length {r['length_mean']:.0f} ({args.episodes} episodes)")
+    print(f"scores: {path}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    import json
+
+    from minrnn.rl import load_trajectories
+
+    if args.action == "make":
+        from minrnn.rl import pendulum
+
+        paths = pendulum.make_all(args.out, parse_list(args.datasets), args.episodes, args.seed)
+        for path in paths:
+            summary = load_trajectories(path).summary()
+            print(f"{path}: {summary['episodes']} episodes, {summary['steps']} steps, mean return {summary['return']['mean']:.1f}")
+        return 0
+    data = load_trajectories(args.data, max_episode_steps=args.max_episode_steps)
+    if args.env:
+        from minrnn.rl.envs import env_info
+
+        info = env_info(args.env)
+        data.check_env(info.obs_dim, info.act_dim, info.env_id)
+    print(json.dumps(data.summary(), indent=2))
     return 0
 
 
@@ -335,14 +418,17 @@ def _stdout_gone() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "ablate": cmd_ablate, "sample": cmd_sample, "report": cmd_report, "bench": cmd_bench}
+    commands = {
+        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report,
+        "bench": cmd_bench,
+    }
     try:
         code = commands[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here rather than at exit
         return code
     except BrokenPipeError:
         return _stdout_gone()
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: an optional extra is missing (its message says which)
         print(f"minrnn: error: {e}", file=sys.stderr)
     except OSError as e:  # a path that cannot be read or written: the message names it
         print(f"minrnn: error: {_os_error(e)}", file=sys.stderr)

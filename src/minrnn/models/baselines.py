@@ -53,11 +53,14 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, D) -> (B, T, D)."""
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T, D). Causal; or, with ``attn_mask`` (bool, broadcastable to
+        (B, heads, T, T), True where a query may attend to a key), as that mask says."""
         B, T, D = x.shape
         q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
-        y = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=attn_mask is None
+        )
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
 
 
@@ -76,9 +79,21 @@ class TransformerBlock(nn.Module):
             nn.Dropout(cfg.dropout),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T, D); ``attn_mask`` as `CausalSelfAttention`'s."""
+        x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.mlp(self.ln2(x))
+
+
+def gpt_init_(module: nn.Module, n_layers: int) -> None:
+    """nanoGPT's (GPT-2's) init of ``module``'s parameters: matrices N(0, 0.02), the residual
+    projections of `TransformerBlock`s N(0, 0.02 / sqrt(2 n_layers)), biases 0."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
 
 
 class TransformerLM(nn.Module):
@@ -94,13 +109,7 @@ class TransformerLM(nn.Module):
         self.norm = nn.LayerNorm(config.d_model, bias=config.bias)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head.weight = self.embed.weight
-        # nanoGPT's init: N(0, 0.02), residual projections scaled down by sqrt(2 * n_layers).
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * config.n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
-                nn.init.normal_(p, 0.0, std)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
+        gpt_init_(self, config.n_layers)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

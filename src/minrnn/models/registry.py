@@ -12,6 +12,12 @@ Model settings reach a kind as one flat dict of fields (a task's preset, then th
 Every kind reads the common fields (`COMMON_FIELDS`) and its own (`ModelKind.options`); a field
 given for a kind that does not read it is refused by `check_options`, so that no flag is silently
 dropped. New kinds (e.g. an optional Mamba baseline) join with `register_kind`.
+
+A kind names a model in one of two *families*. ``"lm"``: the language model above. ``"decision"``:
+offline RL's `DecisionModel`, which embeds returns, states and actions itself and puts the kind's
+*backbone* on top (`ModelKind.backbone`: a stack of the kind's causal blocks over (B, L, D), see
+`minrnn.models.backbones`); it reads `BACKBONE_FIELDS` and the kind's ``backbone_options``. A task
+says which family its ``--model`` means (``MODEL_FAMILY``, default "lm").
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
+from minrnn.models.backbones import MinRNNBackbone, RNNBackbone, TransformerBackbone
 from minrnn.models.baselines import RNNConfig, RNNLM, TransformerConfig, TransformerLM
+from minrnn.models.decision import DecisionConfig, DecisionModel
 from minrnn.models.lm import LMConfig, MinRNNLM
 
 # arch name (as saved in a run's config) -> (config dataclass, model class)
@@ -29,10 +37,15 @@ ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
     "minrnn": (LMConfig, MinRNNLM),
     "transformer": (TransformerConfig, TransformerLM),
     "rnn": (RNNConfig, RNNLM),
+    "decision": (DecisionConfig, DecisionModel),
 }
 
 # Fields every kind reads from the model settings.
 COMMON_FIELDS = ("vocab_size", "d_model", "n_layers", "dropout")
+# Fields every backbone reads (models of the "decision" family), and what such a model adds.
+BACKBONE_FIELDS = ("d_model", "n_layers", "dropout")
+DECISION_FIELDS = ("state_dim", "act_dim", "max_ep_len")
+FAMILIES = ("lm", "decision")
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,9 @@ class ModelKind:
     common fields, possibly more, and ``context`` is the training context length (the Transformer
     sizes its position embedding from it). ``options`` are the fields beyond `COMMON_FIELDS` that
     this kind reads; ``cell`` (as in ``--cell``) names the kind itself where the kind has cells.
+
+    ``backbone(settings)`` builds the kind's backbone for a decision model from `BACKBONE_FIELDS`
+    and ``backbone_options`` (None: the kind has none).
     """
 
     name: str
@@ -50,6 +66,8 @@ class ModelKind:
     description: str
     make_config: Callable[[dict[str, Any], int], Any]
     options: tuple[str, ...] = ()
+    backbone: Callable[[dict[str, Any]], nn.Module] | None = None
+    backbone_options: tuple[str, ...] = ()
 
 
 _MINRNN_OPTIONS = tuple(f.name for f in fields(LMConfig) if f.name not in COMMON_FIELDS)
@@ -87,11 +105,29 @@ def register_kind(kind: ModelKind, arch: tuple[type, type[nn.Module]] | None = N
     MODEL_KINDS[kind.name] = kind
 
 
+def _minrnn_backbone(cell: str) -> Callable[[dict[str, Any]], nn.Module]:
+    return lambda s: MinRNNBackbone(s["d_model"], s["n_layers"], cell, s["expansion"], s["mlp_ratio"], s["dropout"])
+
+
+def _transformer_backbone(s: dict[str, Any]) -> nn.Module:
+    return TransformerBackbone(s["d_model"], s["n_layers"], s["n_heads"], s["dropout"])
+
+
+def _rnn_backbone(cell: str) -> Callable[[dict[str, Any]], nn.Module]:
+    return lambda s: RNNBackbone(s["d_model"], s["n_layers"], cell, s["dropout"])
+
+
 for _cell in ("mingru", "minlstm"):
-    register_kind(ModelKind(_cell, "minrnn", f"MinRNNLM of {_cell} blocks (the paper's)", _minrnn_config(_cell), _MINRNN_OPTIONS))
-register_kind(ModelKind("transformer", "transformer", "nanoGPT-style Transformer baseline", _transformer_config, ("n_heads",)))
-register_kind(ModelKind("gru", "rnn", "nn.GRU language model baseline", _rnn_config("gru")))
-register_kind(ModelKind("lstm", "rnn", "nn.LSTM language model baseline", _rnn_config("lstm")))
+    register_kind(ModelKind(
+        _cell, "minrnn", f"MinRNNLM of {_cell} blocks (the paper's)", _minrnn_config(_cell), _MINRNN_OPTIONS,
+        backbone=_minrnn_backbone(_cell), backbone_options=("expansion", "mlp_ratio"),
+    ))
+register_kind(ModelKind(
+    "transformer", "transformer", "nanoGPT-style Transformer baseline", _transformer_config, ("n_heads",),
+    backbone=_transformer_backbone, backbone_options=("n_heads",),
+))
+register_kind(ModelKind("gru", "rnn", "nn.GRU language model baseline", _rnn_config("gru"), backbone=_rnn_backbone("gru")))
+register_kind(ModelKind("lstm", "rnn", "nn.LSTM language model baseline", _rnn_config("lstm"), backbone=_rnn_backbone("lstm")))
 
 
 def get_kind(name: str) -> ModelKind:
@@ -100,10 +136,19 @@ def get_kind(name: str) -> ModelKind:
     return MODEL_KINDS[name]
 
 
-def check_options(kind: str, given: Iterable[str]) -> None:
-    """Refuse model fields the user set that ``kind`` does not read (named as CLI flags)."""
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"model family must be one of {FAMILIES}, got {family!r}")
+
+
+def check_options(kind: str, given: Iterable[str], family: str = "lm") -> None:
+    """Refuse model fields the user set that ``kind`` does not read in ``family`` (named as CLI flags)."""
+    _check_family(family)
     spec = get_kind(kind)
-    allowed = set(COMMON_FIELDS) | set(spec.options)
+    if family == "decision":
+        allowed = set(BACKBONE_FIELDS) | set(spec.backbone_options)
+    else:
+        allowed = set(COMMON_FIELDS) | set(spec.options)
     unused = [name for name in given if name not in allowed]
     if unused:
         flags = " ".join("--" + n.replace("_", "-") for n in unused)
@@ -111,22 +156,46 @@ def check_options(kind: str, given: Iterable[str]) -> None:
         raise ValueError(f"{flags} does not apply to --model {kind} (its model flags: {takes})")
 
 
-def model_config(kind: str, settings: dict[str, Any], context: int) -> tuple[str, dict]:
-    """(arch, config dict) of model ``kind`` built from flat ``settings`` (fields it does not read
-    are ignored here; `check_options` refuses them where a user set them)."""
+def model_config(kind: str, settings: dict[str, Any], context: int, family: str = "lm") -> tuple[str, dict]:
+    """(arch, config dict) of model ``kind`` of ``family`` built from flat ``settings`` (fields it
+    does not read are ignored here; `check_options` refuses them where a user set them). A
+    decision model's ``context`` is its window in timesteps (K); its settings must hold the
+    dataset's ``state_dim`` and ``act_dim``."""
+    _check_family(family)
     spec = get_kind(kind)
-    return spec.arch, spec.make_config(settings, context).to_dict()
+    if family == "lm":
+        return spec.arch, spec.make_config(settings, context).to_dict()
+    if spec.backbone is None:
+        raise ValueError(f"model kind {kind!r} has no backbone for a decision model")
+    missing = [k for k in ("state_dim", "act_dim") if k not in settings]
+    if missing:
+        raise ValueError(f"a decision model needs {' and '.join(missing)} (the dataset's dimensions) in its settings")
+    names = {*DECISION_FIELDS, *BACKBONE_FIELDS, *spec.backbone_options}
+    cfg = DecisionConfig(backbone=kind, context=context, **{k: v for k, v in settings.items() if k in names})
+    return "decision", cfg.to_dict()
+
+
+def build_backbone(kind: str, settings: dict[str, Any]) -> nn.Module:
+    """The backbone of model ``kind`` (a decision model's trunk) from `BACKBONE_FIELDS` and the
+    kind's ``backbone_options`` in ``settings``."""
+    spec = get_kind(kind)
+    if spec.backbone is None:
+        raise ValueError(f"model kind {kind!r} has no backbone for a decision model")
+    return spec.backbone(settings)
 
 
 def model_fields() -> dict[str, Field]:
     """Every model setting some kind reads (name -> the dataclass field declaring it, for its type
     and default): what the CLI offers as model flags."""
     out: dict[str, Field] = {}
+    backbone_declared = {f.name: f for f in fields(DecisionConfig)}
     for kind in MODEL_KINDS.values():
         declared = {f.name: f for f in fields(ARCHS[kind.arch][0])}
         for name in (*COMMON_FIELDS, *kind.options):
             if name in declared:
                 out.setdefault(name, declared[name])
+        for name in (*BACKBONE_FIELDS, *kind.backbone_options):
+            out.setdefault(name, backbone_declared[name])
     return out
 
 
@@ -142,4 +211,7 @@ def build_model(arch: str, config: dict) -> nn.Module:
     return model_cls(cfg)
 
 
-__all__ = ["ARCHS", "COMMON_FIELDS", "MODEL_KINDS", "ModelKind", "register_kind", "get_kind", "check_options", "model_config", "model_fields", "build_model"]
+__all__ = [
+    "ARCHS", "COMMON_FIELDS", "BACKBONE_FIELDS", "FAMILIES", "MODEL_KINDS", "ModelKind", "register_kind", "get_kind",
+    "check_options", "model_config", "build_backbone", "model_fields", "build_model",
+]

@@ -4,7 +4,10 @@ A task module provides:
 
 - ``PRESETS`` (name -> configs), ``DEFAULT_PRESET`` and ``MODEL_KINDS`` (what ``--model`` takes,
   kinds of `minrnn.models.registry`); optionally ``KIND_DEFAULTS`` (preset -> kind -> model
-  settings that kind uses instead of the preset's, e.g. the Transformer's depth);
+  settings that kind uses instead of the preset's, e.g. the Transformer's depth); optionally
+  ``MODEL_FAMILY`` ("lm" by default; "decision" for offline RL's decision model) and
+  ``preset_settings(preset, task_cfg) -> dict`` (settings a preset takes for a task config, e.g.
+  the paper's per-dataset width and learning rate);
 - ``TaskConfig``: a dataclass of the task's own settings (each field becomes a CLI flag);
 - ``configs(preset) -> (LMConfig, TrainConfig, TaskConfig)``: fresh copies of a preset;
 - optionally ``prepare(model_settings, train_cfg, task_cfg)``: checks (and completes) a run's configs;
@@ -14,8 +17,8 @@ A task module provides:
 `minrnn.tasks.base.run_task` runs one of them end to end.
 """
 
-from minrnn.tasks import selective_copy, shakespeare
+from minrnn.tasks import rl, selective_copy, shakespeare
 
-TASKS = {"shakespeare": shakespeare, "selective-copy": selective_copy}
+TASKS = {"shakespeare": shakespeare, "selective-copy": selective_copy, "rl": rl}
 
 __all__ = ["TASKS"]

@@ -65,7 +65,7 @@ def run_config(
         raise ValueError(f"task {name} trains {list(task.MODEL_KINDS)}, not {kind!r}")
     if hasattr(task, "prepare"):
         task.prepare(model_settings, train_cfg, task_cfg)
-    arch, model = model_config(kind, model_settings, train_cfg.context)
+    arch, model = model_config(kind, model_settings, train_cfg.context, model_family(task))
     return {
         "task": name,
         "preset": preset,
@@ -75,6 +75,12 @@ def run_config(
         "train": train_cfg.to_dict(),
         "task_config": task_cfg.to_dict(),
     }
+
+
+def model_family(task: ModuleType) -> str:
+    """Which model a task's ``--model`` kinds mean: ``"lm"`` (default) or ``"decision"`` (offline
+    RL), as the task's ``MODEL_FAMILY`` says (see `minrnn.models.registry`)."""
+    return getattr(task, "MODEL_FAMILY", "lm")
 
 
 def _split_settings(task: ModuleType, settings: dict[str, Any]) -> tuple[dict, dict, dict]:
@@ -97,8 +103,10 @@ def _split_settings(task: ModuleType, settings: dict[str, Any]) -> tuple[dict, d
 
 def fresh_run_config(task: ModuleType, name: str, preset: str, settings: dict[str, Any], kind: str | None = None) -> dict:
     """The run config of a new run of ``task``: its ``preset``, the model kind's defaults for that
-    preset (the task's ``KIND_DEFAULTS[preset][kind]``, e.g. the Transformer's depth), then the
-    user's ``settings`` (field name -> value, for the model, training and task configs).
+    preset (the task's ``KIND_DEFAULTS[preset][kind]``, e.g. the Transformer's depth), the settings
+    the preset takes for the run's task config (the task's optional ``preset_settings(preset,
+    task_cfg)``, e.g. offline RL's per-dataset width and learning rate), then the user's
+    ``settings`` (field name -> value, for the model, training and task configs).
 
     ``kind`` defaults to ``settings["cell"]``, then the preset's cell. A model setting that the
     kind does not read is refused, as is a ``cell`` that contradicts ``kind``.
@@ -111,10 +119,13 @@ def fresh_run_config(task: ModuleType, name: str, preset: str, settings: dict[st
         raise ValueError(f"--cell {cell} contradicts --model {kind}; give one of them")
     model_cfg, train_cfg, task_cfg = task.configs(preset)
     kind = kind or cell or model_cfg.cell
-    check_options(kind, model_set)
+    check_options(kind, model_set, model_family(task))
     defaults = getattr(task, "KIND_DEFAULTS", {}).get(preset, {}).get(kind, {})
-    model_settings = {**model_cfg.to_dict(), **defaults, **model_set}
-    return run_config(task, name, preset, model_settings, replace(train_cfg, **train_set), replace(task_cfg, **task_set), kind)
+    task_cfg = replace(task_cfg, **task_set)
+    tuned = task.preset_settings(preset, task_cfg) if hasattr(task, "preset_settings") else {}
+    tuned_model, tuned_train, _ = _split_settings(task, tuned)
+    model_settings = {**model_cfg.to_dict(), **defaults, **tuned_model, **model_set}
+    return run_config(task, name, preset, model_settings, replace(train_cfg, **{**tuned_train, **train_set}), task_cfg, kind)
 
 
 # --- run folders --------------------------------------------------------------------------------

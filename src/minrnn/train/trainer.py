@@ -30,11 +30,13 @@ from minrnn.train.device import resolve_device
 from minrnn.train.distributed import dist_info, on_main_then_broadcast
 from minrnn.train.plot import plot_metrics, read_jsonl
 
+# A batch's inputs: a (B, T) tensor, or a dict of (B, T, ...) tensors (offline RL's windows).
+Inputs = Tensor | dict[str, Tensor]
 # (split, generator) -> (inputs, targets) on the CPU
-BatchFn = Callable[[str, torch.Generator], tuple[Tensor, Tensor]]
-LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+BatchFn = Callable[[str, torch.Generator], tuple[Inputs, Tensor]]
+LossFn = Callable[[nn.Module, Inputs, Tensor], Tensor]
 # (model, inputs, targets) -> {"name": value}: extra validation metrics (e.g. accuracy)
-MetricsFn = Callable[[nn.Module, Tensor, Tensor], dict[str, float]]
+MetricsFn = Callable[[nn.Module, Inputs, Tensor], dict[str, float]]
 
 METRICS = "metrics.jsonl"
 _MASK64 = (1 << 64) - 1
@@ -57,6 +59,18 @@ class TrainingDiverged(RuntimeError):
 def lm_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     logits, _ = model(x)
     return nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def to_device(x: Inputs, device: torch.device) -> Inputs:
+    """A batch's inputs (or targets) on ``device``."""
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+def positions(x: Inputs) -> int:
+    """Sequence positions in a batch's inputs, B x T: the tokens of an LM batch, the timesteps of
+    an RL batch."""
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    return first.shape[0] * first.shape[1] if first.dim() > 1 else first.numel()
 
 
 def mix_seed(*values: int) -> int:
@@ -155,7 +169,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.config.seed + 1)
         sums: dict[str, float] = {}
         for _ in range(self.config.eval_iters):
-            x, y = (t.to(self.device) for t in self.get_batch("val", gen))
+            x, y = (to_device(t, self.device) for t in self.get_batch("val", gen))
             values = {"loss": self.loss_fn(self.model, x, y).item()}
             if self.metrics_fn is not None:
                 values.update(self.metrics_fn(self.model, x, y))
@@ -255,8 +269,8 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             seed = mix_seed(cfg.seed, self.step, rank * cfg.grad_accum + micro)
             torch.manual_seed(seed)  # dropout masks depend on (step, micro-batch) only
-            x, y = (t.to(self.device) for t in self.get_batch("train", torch.Generator().manual_seed(seed)))
-            tokens += x.numel()
+            x, y = (to_device(t, self.device) for t in self.get_batch("train", torch.Generator().manual_seed(seed)))
+            tokens += positions(x)
             # DDP: all-reduce the gradients once, on the last micro-batch.
             last = micro == cfg.grad_accum - 1
             sync = self.train_model.no_sync() if self.train_model is not self.model and not last else contextlib.nullcontext()
