@@ -74,7 +74,8 @@ def corpus(ntoken, n, seed):
     table = torch.randint(ntoken, (ntoken,), generator=g)
     ids = [0]
     for _ in range(n - 1):
-        ids.append(int(table[ids[-1]]) if torch.rand((), generator=g) < 0.8 else int(torch.randint(ntoken, (), generator=g)))
+        follow = torch.rand((), generator=g) < 0.8
+        ids.append(int(table[ids[-1]]) if follow else int(torch.randint(ntoken, (), generator=g)))
     return torch.tensor(ids)
 
 
@@ -329,3 +330,151 @@ def test_torch_load_weights_only(tmp_path, make):
     with torch.no_grad():
         for a, b in zip(torch.utils._pytree.tree_leaves(model(x)), torch.utils._pytree.tree_leaves(loaded(x))):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def train_briefly(model, make_batch, steps=4):
+    """A few optimizer steps on the default (fused, if available) backend, as a user's training would."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = make_batch(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def flat(obj):
+    return torch.utils._pytree.tree_leaves(obj)
+
+
+def exported_cases():
+    """(name, trained model, example args, dynamic_shapes, args for another T) for each model."""
+    ntoken = 12
+
+    def wlm(rnn_type):
+        model = RNNModel(PAIRS[rnn_type][1], rnn_type, ntoken, 16, 24, 2)
+        data = batchify(corpus(ntoken, 8 * 40 + 1, 3), 8)
+
+        def batch(m):
+            x, y = get_batch(data, 0, 10)
+            return nn.functional.nll_loss(m(x, m.init_hidden(8))[0], y)
+
+        train_briefly(model, batch)
+        hidden = model.init_hidden(2)
+        state_dims = ({}, {}) if rnn_type == "LSTM" else {}  # ({}, {}): torch's exporter misreads (None, None)
+
+        def make_args(T):  # another length, and a state carried over from an earlier chunk
+            state = repackage_hidden(model(torch.randint(ntoken, (3, 2)), hidden)[1])
+            return torch.randint(ntoken, (T, 2)), state
+
+        return model, (torch.randint(ntoken, (7, 2)), hidden), ({0: torch.export.Dim("T")}, state_dims), make_args
+
+    def lm():
+        model = MinRNNLM(LMConfig(vocab_size=ntoken, d_model=16, n_layers=2, dropout=0.1))
+
+        def batch(m):
+            idx = torch.randint(ntoken, (4, 9))
+            logits, _ = m(idx[:, :-1])
+            return nn.functional.cross_entropy(logits.reshape(-1, ntoken), idx[:, 1:].reshape(-1))
+
+        train_briefly(model, batch)
+        dynamic_shapes = ({1: torch.export.Dim("T")},)
+        return model, (torch.randint(ntoken, (2, 7)),), dynamic_shapes, lambda T: (torch.randint(ntoken, (2, T)),)
+
+    return {"RNNModel-MinGRU": lambda: wlm("GRU"), "RNNModel-MinLSTM": lambda: wlm("LSTM"), "MinRNNLM": lm}
+
+
+def assert_export_left_backends_alone(model):
+    """Exporting picks its own scan per call: the process default and the layers' settings are unchanged."""
+    assert functional._default_backend.get() is None
+    assert all(getattr(m, "backend", None) is None for m in model.modules())
+    probe = torch.randn(1, 2, 3)
+    auto = [name for name in functional.available_backends(probe) if functional._BACKENDS[name].auto][0]
+    assert functional.get_backend(probe).name == auto  # the fused CPU kernels where numba works
+
+
+def _export_supported() -> bool:
+    try:
+        from torch._higher_order_ops.scan import scan  # noqa: F401  (what minrnn.ops.scan_export uses)
+    except ImportError:
+        return False
+    return hasattr(torch.compiler, "is_exporting")
+
+
+needs_export = pytest.mark.skipif(not _export_supported(), reason="this torch has no scan op / is_exporting to export with")
+
+
+@needs_export
+@pytest.mark.parametrize("T", [1, 2, 37])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_export_scan_matches_float64_reference(T, with_h0):
+    """The scan used while exporting, run eagerly: values and gradients against the float64 reference."""
+    from minrnn.ops.reference import sequential_scan
+    from minrnn.ops.scan_export import linear_scan_export
+
+    a = torch.rand(3, T, 5, requires_grad=True)
+    b = torch.randn(3, T, 5, requires_grad=True)
+    h0 = torch.randn(3, 5, requires_grad=True) if with_h0 else None
+    inputs = [t for t in (a, b, h0) if t is not None]
+    h = linear_scan_export(a, b, h0)
+    ref = sequential_scan(a.double(), b.double(), None if h0 is None else h0.double())
+    torch.testing.assert_close(h.double(), ref, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(h)
+    got = torch.autograd.grad(h, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad.double())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)  # w: float64 maths, rounded to the inputs' dtype
+    assert linear_scan_export(a.bfloat16(), b.bfloat16()).dtype == torch.bfloat16  # accumulated in float32
+
+
+@needs_export
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param("RNNModel-MinGRU", marks=pytest.mark.slow),
+        pytest.param("RNNModel-MinLSTM", marks=pytest.mark.slow),
+        "MinRNNLM",
+    ],
+)
+def test_torch_export_dynamic_length(case):
+    """torch.export (what the ONNX exporter runs first) keeps T dynamic; the program equals eager.
+    Runs without onnx installed; the layer cases are slow-marked for time only (the ONNX test below
+    exports them too)."""
+    model, args, dynamic_shapes, make_args = exported_cases()[case]()
+    program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+    assert_export_left_backends_alone(model)
+    for T in (1, 4, 23):
+        inputs = make_args(T)
+        with torch.no_grad():
+            for got, want in zip(flat(program.module()(*inputs)), flat(model(*inputs))):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_export
+@pytest.mark.parametrize(
+    "case", [pytest.param("RNNModel-MinGRU", marks=pytest.mark.slow), "RNNModel-MinLSTM", "MinRNNLM"]
+)
+def test_onnx_export_matches_eager_in_onnxruntime(tmp_path, case):
+    """main.py's export_onnx, with the dynamo exporter and a dynamic sequence length, after training
+    and without switching backends; onnxruntime's outputs equal eager ones at other lengths.
+    (The MinGRU case is slow-marked for time only: MinRNNLM runs minGRU layers in the default run.)"""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    model, args, dynamic_shapes, make_args = exported_cases()[case]()
+    program = torch.onnx.export(model, args, dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False)
+    program.save(tmp_path / "model.onnx")
+    assert_export_left_backends_alone(model)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    for T in (1, 4, 23):
+        inputs = make_args(T)
+        outputs = session.run(None, {name: t.numpy() for name, t in zip(names, flat(inputs))})
+        with torch.no_grad():
+            want = flat(model(*inputs))
+        assert len(outputs) == len(want)
+        for got, w in zip(outputs, want):
+            torch.testing.assert_close(torch.from_numpy(got), w, rtol=1e-4, atol=1e-5)
