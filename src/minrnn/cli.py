@@ -3,6 +3,7 @@ RUN_DIR ...``, ``minrnn data make|inspect ...``, ``minrnn sample RUN_DIR ...``, 
 RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
     minrnn train shakespeare --preset paper --model minlstm --out runs/minlstm
+    minrnn train text --data my_texts/ --out runs/mytext         # your own UTF-8 text (file or folder)
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
     torchrun --nproc_per_node 2 -m minrnn train shakespeare --out runs/ddp   # DDP
     minrnn sample runs/minlstm --prompt "ROMEO:" --temperature 0.8 --top-k 40 --seed 1
@@ -40,7 +41,8 @@ from minrnn.layers import set_backend
 from minrnn.models import MODEL_KINDS
 from minrnn.models.registry import model_fields
 from minrnn.pretrained import load_run
-from minrnn.tasks import TASKS, shakespeare
+from minrnn.data.text import tokenizer_from_checkpoint
+from minrnn.tasks import TASKS
 from minrnn.tasks.ablation import run_ablation, run_rl_benchmark
 from minrnn.tasks.base import fresh_run_config, read_result, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
@@ -271,8 +273,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.backend is not None:
         set_backend(model, args.backend)
     if "tokenizer" not in ckpt:
-        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare)")
-    tok = shakespeare.tokenizer_from_checkpoint(ckpt, str(path))
+        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare, text)")
+    tok = tokenizer_from_checkpoint(ckpt, str(path))
     try:
         prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
     except ValueError as e:
@@ -284,8 +286,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
               f"its weights of step {ckpt.get('step')}, from before that", file=sys.stderr)
     print(f"[{path}, step {ckpt.get('step')}]", file=sys.stderr)
     sys.stdout.write(args.prompt)
+    decode = tok.stream_decoder()
     for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, gen):
-        sys.stdout.write(tok.decode(token))
+        sys.stdout.write(decode(token))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
