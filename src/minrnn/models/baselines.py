@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.models.checks import check_ids, check_ranges
+from minrnn.models.hub import PretrainedMixin
 
 
 # --- Transformer ------------------------------------------------------------------------------
@@ -96,7 +97,7 @@ def gpt_init_(module: nn.Module, n_layers: int) -> None:
             nn.init.zeros_(p)
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(PretrainedMixin, nn.Module):
     """GPT with learned positions and a head tied to the token embedding (as nanoGPT)."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -160,7 +161,7 @@ class RNNConfig:
         return asdict(self)
 
 
-class RNNLM(nn.Module):
+class RNNLM(PretrainedMixin, nn.Module):
     """Embedding -> multi-layer nn.GRU / nn.LSTM (cuDNN / oneDNN kernels) -> LayerNorm -> head."""
 
     def __init__(self, config: RNNConfig) -> None:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
 from minrnn.models.checks import check_ids, check_ranges
+from minrnn.models.hub import PretrainedMixin
 from minrnn.ops.activations import ACTIVATIONS
 
 
@@ -38,7 +39,7 @@ class LMConfig:
         return asdict(self)
 
 
-class MinRNNLM(nn.Module):
+class MinRNNLM(PretrainedMixin, nn.Module):
     """Causal language model over (B, T) token ids.
 
     `forward` runs a whole sequence in parallel mode; `step` runs one token with every layer's
