@@ -146,6 +146,8 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("sample",), ["--temperature", "inf"], "argument --temperature: must be a finite number >= 0"),
     (("sample",), ["--top-k", "0"], "argument --top-k: must be >= 1"),
     (("sample",), ["--top-k", "-1"], "argument --top-k: must be >= 1"),
+    (("sample",), ["--top-p", "0"], "argument --top-p: must be a number in (0, 1]"),
+    (("sample",), ["--top-p", "nan"], "argument --top-p: must be a number in (0, 1]"),
     (("sample",), ["--seed", HUGE], "argument --seed: must be a 64-bit"),
     (("sample",), ["--device", "foo"], "unknown device 'foo'"),
     (("sample",), ["--backend", "nope"], "unknown backend 'nope'"),

@@ -36,7 +36,6 @@ from typing import Sequence
 
 import torch
 
-from minrnn.generation import generate
 from minrnn.layers import set_backend
 from minrnn.models import MODEL_KINDS
 from minrnn.models.registry import model_fields
@@ -70,6 +69,13 @@ def _nonnegative_float(s: str) -> float:
     x = float(s)
     if not (math.isfinite(x) and x >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return x
+
+
+def _probability(s: str) -> float:
+    x = float(s)
+    if not 0.0 < x <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {s}")
     return x
 
 
@@ -191,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=_nonnegative_float, default=0.8, help="0: greedy (always the most likely character)")
     sample.add_argument("--top-k", type=_positive_int, default=None,
                         help="sample among the k most likely characters only (k >= the vocabulary size: all of them)")
+    sample.add_argument("--top-p", type=_probability, default=None,
+                        help="nucleus sampling: only the most likely characters that together reach this probability")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
@@ -276,10 +284,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare, text)")
     tok = tokenizer_from_checkpoint(ckpt, str(path))
     try:
-        prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
+        prompt = tok.encode(args.prompt).to(device)
     except ValueError as e:
         raise ValueError(f"--prompt: {e} of this run") from None
-    gen = torch.Generator(device=device).manual_seed(args.seed)
     result = read_result(path.parent)
     if result is not None and result.get("stopped") == "diverged":
         print(f"note: this run diverged at step {result.get('step')} (see its result.json); {path.name} holds "
@@ -287,8 +294,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"[{path}, step {ckpt.get('step')}]", file=sys.stderr)
     sys.stdout.write(args.prompt)
     decode = tok.stream_decoder()
-    for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, gen):
-        sys.stdout.write(decode(token))
+    for token in model.generate(prompt, args.tokens, args.temperature, args.top_k, args.top_p, seed=args.seed, stream=True):
+        sys.stdout.write(decode(token.view(1)))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
