@@ -31,6 +31,7 @@ BASE = {
                                   "--batch-size", "2", "--eval-iters", "1", "--test-batches", "1"],
     ("ablate", "selective-copy"): ["ablate", "selective-copy", "--out", "{out}", "--steps", "1", "--seeds", "1", "--layers", "1", "--cells", "mingru",
                   "--length", "8", "--n-tokens", "2", "--batch-size", "2", "--eval-iters", "1", "--test-batches", "1"],
+    ("train", "text"): ["train", "text", "--data", "{text}", "--out", "{out}", "--steps", "1", *TINY],
     ("sample",): ["sample", "{run}", "--tokens", "3"],
     ("report",): ["report", "{run}", "--out", "{out}"],
     ("bench", "runtime"): ["bench", "runtime", "--seq-lens", "8", "--batch", "2", "--d-in", "4", "--d-h", "4", "--models", "mingru",
@@ -145,6 +146,14 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "shakespeare"), ["--out", "{foreign}"], "holds files that are not a minrnn run"),
     (("train", "shakespeare"), ["--resume"], "nothing to resume"),
     (("train", "shakespeare"), ["--model", "transformer", "--n-heads", "5"], "multiple of n_heads"),
+    *((("train", "text"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
+    (("train", "text"), ["--data", "/nonexistent/texts"], "no such file or folder"),
+    (("train", "text"), ["--data", "{file}"], "the training split has"),
+    (("train", "text"), ["--tokenizer", "bpe"], "tokenizer must be one of"),
+    (("train", "text"), ["--val-fraction", "nan"], "val_fraction must be in (0, 1)"),
+    (("train", "text"), ["--vocab-size", "10"], "vocab_size is 10, but"),
+    (("train", "text"), ["--out", "{file}/run"], "which is a file, not a folder"),
+    (("train", "text"), ["--resume"], "nothing to resume"),
     *((("train", "selective-copy"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES + COPY_CASES),
     (("train", "selective-copy"), ["--vocab-size", "2"], "vocab_size must be >= 3"),
     (("train", "selective-copy"), ["--out", "{file}/run"], "which is a file, not a folder"),
@@ -168,6 +177,8 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("sample",), ["--temperature", "inf"], "argument --temperature: must be a finite number >= 0"),
     (("sample",), ["--top-k", "0"], "argument --top-k: must be >= 1"),
     (("sample",), ["--top-k", "-1"], "argument --top-k: must be >= 1"),
+    (("sample",), ["--top-p", "0"], "argument --top-p: must be a number in (0, 1]"),
+    (("sample",), ["--top-p", "nan"], "argument --top-p: must be a number in (0, 1]"),
     (("sample",), ["--seed", HUGE], "argument --seed: must be a 64-bit"),
     (("sample",), ["--device", "foo"], "unknown device 'foo'"),
     (("sample",), ["--backend", "nope"], "unknown backend 'nope'"),
@@ -237,6 +248,22 @@ def cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.fixture(scope="module", autouse=True)
+def text_cache(tmp_path_factory):
+    """`minrnn train text` caches encoded text under $XDG_CACHE_HOME: a temporary one here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    """A small UTF-8 text file for `minrnn train text`."""
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text("To be, or not to be: that is the question.\n" * 30, encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished tiny Shakespeare run."""
@@ -258,7 +285,7 @@ def rl_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def paths(tmp_path, run, rl_run) -> dict[str, str]:
+def paths(tmp_path, run, rl_run, text) -> dict[str, str]:
     (tmp_path / "file").write_text("a regular file\n")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -268,7 +295,7 @@ def paths(tmp_path, run, rl_run) -> dict[str, str]:
     abl.mkdir()
     (abl / "ablation.md").write_text("# my notes\n")
     return {"out": str(tmp_path / "out"), "run": str(run), "file": str(tmp_path / "file"), "foreign": str(foreign),
-            "foreign_ablation": str(abl), "rldata": str(rl_run[0]), "rlrun": str(rl_run[1])}
+            "foreign_ablation": str(abl), "rldata": str(rl_run[0]), "rlrun": str(rl_run[1]), "text": str(text)}
 
 
 @pytest.mark.parametrize("path, flags, message", CASES, ids=[" ".join((*p, *f)) for p, f, _ in CASES])

@@ -113,3 +113,89 @@ def test_cli_sample_is_seeded(tmp_path, capsys):
     assert sample("--temperature", "0", "--checkpoint", "latest") == sample("--temperature", "0", "--seed", "9")
     assert main(["sample", str(out), "--prompt", "\u00e9"]) == 2
     assert "outside the vocabulary" in capsys.readouterr().err
+
+
+# --- model.generate ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_generate_equals_the_argmax_of_the_parallel_forward_rolled_out(kind):
+    model = make(kind)
+    prompt = torch.randint(0, 11, (3, 4))
+    out = model.generate(prompt, 12, temperature=0)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(12):
+            seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], 1)
+    assert out.shape == (3, 16) and torch.equal(out, seq)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generate_equals_step_by_step_sampling_with_the_same_seed(kind):
+    model = make(kind).train()  # generate runs in eval mode and restores the mode
+    prompt = torch.randint(0, 11, (2, 5))
+    out = model.generate(prompt, 20, temperature=0.9, top_k=7, top_p=0.9, seed=11)
+    assert model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        logits, state = model(prompt)
+        logits, tokens = logits[:, -1], []
+        for _ in range(20):
+            tokens.append(sample_next(logits, 0.9, 7, gen, top_p=0.9))
+            logits, state = model.step(tokens[-1], state)
+    assert torch.equal(out, torch.cat([prompt, torch.stack(tokens, 1)], 1))
+    assert torch.equal(model.generate(prompt, 20, temperature=0.9, top_k=7, top_p=0.9, seed=11), out)
+    assert not torch.equal(model.generate(prompt, 20, temperature=0.9, seed=12), model.generate(prompt, 20, temperature=0.9, seed=13))
+
+
+def test_generate_streams_through_an_iterator_and_a_callback():
+    model = make("mingru")
+    prompt = [3, 1, 4]  # one sequence as a list: 1-D in, 1-D out
+    seen = []
+    out = model.generate(prompt, 8, seed=0, callback=seen.append)
+    assert out.shape == (11,) and out[:3].tolist() == prompt
+    assert torch.equal(torch.stack(seen), out[3:])
+    stream = model.generate(prompt, 8, seed=0, stream=True)
+    assert torch.equal(torch.stack(list(stream)), out[3:])
+
+
+def test_generate_past_the_transformers_context_slides_its_window():
+    model = make("transformer")  # context 64
+    prompt = torch.randint(0, 11, (2, 70))
+    out = model.generate(prompt, 3, temperature=0)
+    with torch.no_grad():
+        first = model(prompt[:, -64:])[0][:, -1].argmax(-1)
+    assert torch.equal(out[:, 70], first) and out.shape == (2, 73)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])
+    logits = probs.log()
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, 1.0, top_p=0.75, generator=gen) for _ in range(400)])
+    assert set(draws[:, 0].tolist()) == {0, 1} and set(draws[:, 1].tolist()) == {2, 3}  # 0.5 + 0.3 reach 0.75
+    share = (draws[:, 0] == 0).float().mean().item()
+    assert abs(share - 0.5 / 0.8) < 0.1  # renormalised within the nucleus
+    tiny = torch.stack([sample_next(logits, 1.0, top_p=0.01, generator=gen) for _ in range(20)])
+    assert torch.equal(tiny, logits.argmax(-1).expand(20, 2))  # the most likely token always stays
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next(logits, 1.0, top_p=0.0)
+
+
+def test_eos_stops_each_row_and_pads_it():
+    model = make("lstm")
+    prompt = torch.randint(0, 11, (4, 3))
+    free = model.generate(prompt, 30, temperature=0)[:, 3:]
+    eos = int(free[0, 5])  # a token row 0 produces at step 5 (maybe earlier)
+    out = model.generate(prompt, 30, temperature=0, eos=eos)[:, 3:]
+    for row, new in zip(free, out):
+        hits = (row == eos).nonzero()
+        if len(hits):
+            k = int(hits[0])
+            assert torch.equal(new[: k + 1], row[: k + 1]) and bool((new[k:] == eos).all())
+        else:
+            assert torch.equal(new, row[: len(new)])
+    assert out.shape[1] == 30 or bool((out[:, -1] == eos).all())  # stopped early only when every row ended
+    with pytest.raises(ValueError, match="eos"):
+        model.generate(prompt, 3, eos=-1)

@@ -3,6 +3,7 @@ RUN_DIR ...``, ``minrnn data make|inspect ...``, ``minrnn sample RUN_DIR ...``, 
 RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
     minrnn train shakespeare --preset paper --model minlstm --out runs/minlstm
+    minrnn train text --data my_texts/ --out runs/mytext         # your own UTF-8 text (file or folder)
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
     torchrun --nproc_per_node 2 -m minrnn train shakespeare --out runs/ddp   # DDP
     minrnn sample runs/minlstm --prompt "ROMEO:" --temperature 0.8 --top-k 40 --seed 1
@@ -35,12 +36,12 @@ from typing import Sequence
 
 import torch
 
-from minrnn.generation import generate
 from minrnn.layers import set_backend
 from minrnn.models import MODEL_KINDS
 from minrnn.models.registry import model_fields
 from minrnn.pretrained import load_run
-from minrnn.tasks import TASKS, shakespeare
+from minrnn.data.text import tokenizer_from_checkpoint
+from minrnn.tasks import TASKS
 from minrnn.tasks.ablation import run_ablation, run_rl_benchmark
 from minrnn.tasks.base import fresh_run_config, read_result, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
@@ -68,6 +69,13 @@ def _nonnegative_float(s: str) -> float:
     x = float(s)
     if not (math.isfinite(x) and x >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return x
+
+
+def _probability(s: str) -> float:
+    x = float(s)
+    if not 0.0 < x <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {s}")
     return x
 
 
@@ -197,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=_nonnegative_float, default=0.8, help="0: greedy (always the most likely character)")
     sample.add_argument("--top-k", type=_positive_int, default=None,
                         help="sample among the k most likely characters only (k >= the vocabulary size: all of them)")
+    sample.add_argument("--top-p", type=_probability, default=None,
+                        help="nucleus sampling: only the most likely characters that together reach this probability")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
@@ -279,21 +289,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.backend is not None:
         set_backend(model, args.backend)
     if "tokenizer" not in ckpt:
-        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare)")
-    tok = shakespeare.tokenizer_from_checkpoint(ckpt, str(path))
+        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare, text)")
+    tok = tokenizer_from_checkpoint(ckpt, str(path))
     try:
-        prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
+        prompt = tok.encode(args.prompt).to(device)
     except ValueError as e:
         raise ValueError(f"--prompt: {e} of this run") from None
-    gen = torch.Generator(device=device).manual_seed(args.seed)
     result = read_result(path.parent)
     if result is not None and result.get("stopped") == "diverged":
         print(f"note: this run diverged at step {result.get('step')} (see its result.json); {path.name} holds "
               f"its weights of step {ckpt.get('step')}, from before that", file=sys.stderr)
     print(f"[{path}, step {ckpt.get('step')}]", file=sys.stderr)
     sys.stdout.write(args.prompt)
-    for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, gen):
-        sys.stdout.write(tok.decode(token))
+    decode = tok.stream_decoder()
+    for token in model.generate(prompt, args.tokens, args.temperature, args.top_k, args.top_p, seed=args.seed, stream=True):
+        sys.stdout.write(decode(token.view(1)))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0

@@ -8,7 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
+from minrnn.generation import GenerationMixin
 from minrnn.models.checks import check_ids, check_ranges
+from minrnn.models.hub import PretrainedMixin
 from minrnn.ops.activations import ACTIVATIONS
 
 
@@ -38,7 +40,7 @@ class LMConfig:
         return asdict(self)
 
 
-class MinRNNLM(nn.Module):
+class MinRNNLM(GenerationMixin, PretrainedMixin, nn.Module):
     """Causal language model over (B, T) token ids.
 
     `forward` runs a whole sequence in parallel mode; `step` runs one token with every layer's
