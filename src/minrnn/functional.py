@@ -312,6 +312,15 @@ def _check_activation(activation: str) -> None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
+def _mask_inputs(mask: Tensor | None, *xs: Tensor) -> tuple[Tensor, ...]:
+    """Pre-activations of padded steps become 0 (a where, not a product, so NaN/Inf there vanish):
+    whatever they hold then reaches neither the coefficients nor any gradient."""
+    if mask is None:
+        return xs
+    m = mask.unsqueeze(-1)
+    return tuple(torch.where(m, x, x.new_zeros(())) for x in xs)
+
+
 def _apply_mask(a: Tensor, b: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Padded steps become a = 1, b = 0: the state passes through unchanged."""
     if mask is None:
@@ -366,7 +375,7 @@ def min_gru(
     impl = get_backend(gate, backend)
     if impl.min_gru is not None:
         return impl.min_gru(gate, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_gru_coeffs(gate, cand, activation), mask)
+    a, b = _apply_mask(*min_gru_coeffs(*_mask_inputs(mask, gate, cand), activation), mask)
     return impl.scan(a, b, h0)
 
 
@@ -398,7 +407,7 @@ def min_lstm(
     impl = get_backend(forget, backend)
     if impl.min_lstm is not None:
         return impl.min_lstm(forget, input, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_lstm_coeffs(forget, input, cand, activation), mask)
+    a, b = _apply_mask(*min_lstm_coeffs(*_mask_inputs(mask, forget, input, cand), activation), mask)
     return impl.scan(a, b, h0)
 
 
