@@ -61,7 +61,7 @@ def test_transformer_window_slides_past_its_context():
             out, state = model.step(idx[:, t], state)
             outs.append(out)
         expected, _ = model(idx[:, -64:])  # the last token sees exactly the last 64 tokens
-    assert state.shape == (2, 63)
+    assert state.tokens.shape == (2, 63) and not state.cached  # slid: re-encodes from its tokens
     torch.testing.assert_close(outs[-1], expected[:, -1], rtol=1e-10, atol=1e-10)
 
 
@@ -199,3 +199,61 @@ def test_eos_stops_each_row_and_pads_it():
     assert out.shape[1] == 30 or bool((out[:, -1] == eos).all())  # stopped early only when every row ended
     with pytest.raises(ValueError, match="eos"):
         model.generate(prompt, 3, eos=-1)
+
+
+# --- the Transformer's KV cache -------------------------------------------------------------------
+
+
+def _qkv_lengths(model) -> list[int]:
+    """Records the T of every call of the first layer's qkv projection."""
+    seen: list[int] = []
+    model.blocks[0].attn.qkv.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    return seen
+
+
+def test_transformer_step_reads_its_cache_instead_of_re_encoding():
+    model = make("transformer")  # context 64
+    idx = torch.randint(0, 11, (2, 40))
+    seen = _qkv_lengths(model)
+    with torch.no_grad():
+        full, _ = model(idx)
+        logits, state = model(idx[:, :7])
+        outs = list(logits.unbind(1))
+        for t in range(7, 40):
+            assert state.cached and len(state) == t
+            out, state = model.step(idx[:, t], state)
+            outs.append(out)
+    assert seen[1:] == [7] + [1] * 33  # the prompt once, then one position per step
+    torch.testing.assert_close(torch.stack(outs, 1), full, rtol=1e-10, atol=1e-10)
+
+
+def test_transformer_cache_branches_and_chunks_exactly():
+    """Two steps from one state (branching) do not corrupt each other; a chunk read against a
+    cache equals reading everything at once; the cache's tokens are a valid tokens-only state."""
+    model = make("transformer")
+    idx = torch.randint(0, 11, (3, 30))
+    with torch.no_grad():
+        full, _ = model(idx)
+        _, state = model(idx[:, :10])
+        a, state_a = model.step(idx[:, 10], state)
+        b, state_b = model.step((idx[:, 10] + 1) % 11, state)  # branch from the same state
+        a2, _ = model.step(idx[:, 11], state_a)
+        alt, _ = model(torch.cat([idx[:, :10], (idx[:, 10:11] + 1) % 11], 1))
+        chunk, _ = model(idx[:, 11:30], state_a)
+        from_tokens, _ = model(idx[:, 11:30], state_a.tokens)
+    torch.testing.assert_close(a, full[:, 10], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(a2, full[:, 11], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(b, alt[:, -1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(chunk, full[:, 11:], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(from_tokens, full[:, 11:], rtol=1e-10, atol=1e-10)
+
+
+def test_transformer_chunk_that_overflows_the_window_re_encodes():
+    model = make("transformer")  # context 64
+    idx = torch.randint(0, 11, (2, 90))
+    with torch.no_grad():
+        _, state = model(idx[:, :50])
+        out, state2 = model(idx[:, 50:70], state)  # 70 > 64: the window slides
+        expected, _ = model(idx[:, 6:70])
+    torch.testing.assert_close(out, expected[:, -20:], rtol=1e-10, atol=1e-10)
+    assert not state2.cached and torch.equal(state2.tokens, idx[:, 7:70])

@@ -87,6 +87,14 @@ def _seed(s: str) -> int:
     return n
 
 
+def _env_seed(s: str) -> int:
+    """A seed for numpy's and gymnasium's generators, which take no negative seed."""
+    n = int(s)
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {n}")
+    return n
+
+
 def parse_list(text: str, kind: type = str) -> list:
     """'64,128, 256' -> [64, 128, 256] (``kind`` converts each item); ValueError on an empty item."""
     items = [s.strip() for s in text.split(",")]
@@ -170,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
     ev = eval_tasks.add_parser("rl", help="run an offline-RL policy in its environment; writes eval-<checkpoint>-<mode>.json into the run folder")
     ev.add_argument("run_dir", help="run folder written by `minrnn train rl` (or a checkpoint file)")
-    ev.add_argument("--episodes", type=int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
+    ev.add_argument("--episodes", type=_positive_int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
     ev.add_argument("--mode", choices=["window", "recurrent"], default="window", help="window: re-encode the last K steps (DT, default); recurrent: carry the state (O(1) per step)")
     ev.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="latest step (default) or lowest validation loss")
     ev.add_argument("--targets", default=None, help="comma-separated target returns, e.g. --targets=3600,1800 (default: the run's)")
-    ev.add_argument("--seed", type=int, default=0, help="episode i starts from env.reset(seed=seed + i)")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--seed", type=_env_seed, default=0, help="episode i starts from env.reset(seed=seed + i)")
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     data = sub.add_parser("data", help="offline-RL datasets: make the local Pendulum ones, inspect any")
@@ -183,12 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     make = data_sub.add_parser("make", help="write Pendulum-v1 datasets in the D4RL HDF5 layout (minrnn.rl.pendulum)")
     make.add_argument("--out", required=True, help="folder for pendulum-<dataset>-v0.hdf5")
     make.add_argument("--datasets", default="expert,medium,medium-replay,medium-expert", help="comma-separated (default: all four)")
-    make.add_argument("--episodes", type=int, default=None, help="episodes per behaviour policy (default: 200 expert / medium, 100 medium-replay)")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--episodes", type=_positive_int, default=None, help="episodes per behaviour policy (default: 200 expert / medium, 100 medium-replay)")
+    make.add_argument("--seed", type=_env_seed, default=0, help="seed of the behaviour policies' noise and the episodes (default: 0)")
     inspect = data_sub.add_parser("inspect", help="read a dataset as training would and print its summary (JSON)")
     inspect.add_argument("data", help="D4RL .hdf5, DT .pkl or minari:<dataset id>")
     inspect.add_argument("--env", default=None, help="also check its dimensions against this gymnasium environment")
-    inspect.add_argument("--max-episode-steps", type=int, default=1000, help="time limit splitting files without timeouts (default: 1000)")
+    inspect.add_argument("--max-episode-steps", type=_positive_int, default=1000, help="time limit splitting files without timeouts (default: 1000)")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("run_dir", help="run folder written by `minrnn train` (or a checkpoint file)")

@@ -17,7 +17,8 @@ device), ``"sequential"`` (step-by-step autograd reference) or ``"log"`` (the pa
 Heinsen scan, kept as a baseline). ``backend=None`` uses the default: the one set with
 `use_backend` (a context manager) or `set_backend`, else the first eligible backend for the input.
 That default is context-local (`contextvars`): setting it in one thread or asyncio task does not
-change another's; a new thread starts with automatic selection.
+change another's; a new thread starts with automatic selection. Inside torch.compile'd code the
+default is read per thread (not per asyncio task) and a change recompiles.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import threading
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
@@ -191,6 +193,21 @@ register_backend(
     first=True,
 )
 _default_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("minrnn_backend", default=None)
+# The same setting per thread, read by code that torch.compile traces: dynamo cannot trace
+# ContextVar.get (a graph break, fatal under fullgraph=True), but it reads a threading.local's
+# attributes and guards on their values, so a compiled model still follows `use_backend`.
+_thread_default = threading.local()
+
+
+def _set_default(name: str | None) -> None:
+    _default_backend.set(name)
+    _thread_default.name = name
+
+
+def _current_default() -> str | None:
+    if torch.compiler.is_compiling():
+        return getattr(_thread_default, "name", None)
+    return _default_backend.get()
 
 
 def available_backends(x: Tensor | None = None) -> list[str]:
@@ -213,7 +230,7 @@ def set_backend(name: str | None) -> None:
     """Set the backend used when an op is called with ``backend=None``, in the current thread or
     context (None: pick automatically). Prefer `use_backend`, which restores the previous one."""
     check_backend(name)
-    _default_backend.set(name)
+    _set_default(name)
 
 
 @contextlib.contextmanager
@@ -224,16 +241,18 @@ def use_backend(name: str | None) -> Iterator[None]:
             out, h = rnn(x)
     """
     check_backend(name)
-    token = _default_backend.set(name)
+    token, previous = _default_backend.set(name), getattr(_thread_default, "name", None)
+    _thread_default.name = name
     try:
         yield
     finally:
         _default_backend.reset(token)
+        _thread_default.name = previous
 
 
 def get_backend(x: Tensor, backend: str | None = None) -> Backend:
     """The backend an op on tensor ``x`` would use: ``backend``, else the default, else automatic."""
-    name = backend or _default_backend.get()
+    name = backend or _current_default()
     if name is None:
         return next(b for b in _BACKENDS.values() if b.auto and b.supports(x))
     if name not in _BACKENDS:
