@@ -33,6 +33,7 @@ BASE = {
                   "--length", "8", "--n-tokens", "2", "--batch-size", "2", "--eval-iters", "1", "--test-batches", "1"],
     ("train", "text"): ["train", "text", "--data", "{text}", "--out", "{out}", "--steps", "1", *TINY],
     ("sample",): ["sample", "{run}", "--tokens", "3"],
+    ("convert", "lucidrains"): ["convert", "lucidrains", "{lucid}", "--out", "{out}"],
     ("report",): ["report", "{run}", "--out", "{out}"],
     ("bench", "runtime"): ["bench", "runtime", "--seq-lens", "8", "--batch", "2", "--d-in", "4", "--d-h", "4", "--models", "mingru",
                            "--repeats", "1", "--threads", "1", "--memory", "none", "--no-plot", "--out", "{out}"],
@@ -182,6 +183,9 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("sample",), ["--seed", HUGE], "argument --seed: must be a 64-bit"),
     (("sample",), ["--device", "foo"], "unknown device 'foo'"),
     (("sample",), ["--backend", "nope"], "unknown backend 'nope'"),
+    (("convert", "lucidrains"), ["--out", "{file}/model"], "is a file, not a folder"),
+    (("convert", "lucidrains"), ["--tokenizer", "bpe"], "invalid choice"),
+    (("convert", "lucidrains"), ["--tokenizer", "byte"], "a byte tokenizer needs a model of 256 tokens; this minLM has 5"),
     (("report",), ["--out", "{file}/table"], "is a file, not a folder"),
     (("report",), ["--title"], "expected one argument"),
     *((("train", "rl"), flags, msg) for flags, msg in TRAIN_CASES + RL_CASES + DECISION_CASES),
@@ -286,6 +290,12 @@ def rl_run(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def paths(tmp_path, run, rl_run, text) -> dict[str, str]:
+    # a minLM of lucidrains' minGRU-pytorch as its state dict (vocabulary 5, width 4, inner 6, FF 8)
+    shapes = {"token_emb.weight": (5, 4), "layers.0.1.weight": (4,), "layers.0.2.to_hidden_and_gate.weight": (12, 4),
+              "layers.0.2.to_out.weight": (4, 6), "layers.0.3.weight": (4,), "layers.0.4.0.weight": (8, 4),
+              "layers.0.4.0.bias": (8,), "layers.0.4.2.weight": (4, 8), "layers.0.4.2.bias": (4,), "norm.weight": (4,),
+              "to_logits.weight": (5, 4)}
+    torch.save({k: torch.randn(v) for k, v in shapes.items()}, tmp_path / "minlm.pt")
     (tmp_path / "file").write_text("a regular file\n")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -295,7 +305,8 @@ def paths(tmp_path, run, rl_run, text) -> dict[str, str]:
     abl.mkdir()
     (abl / "ablation.md").write_text("# my notes\n")
     return {"out": str(tmp_path / "out"), "run": str(run), "file": str(tmp_path / "file"), "foreign": str(foreign),
-            "foreign_ablation": str(abl), "rldata": str(rl_run[0]), "rlrun": str(rl_run[1]), "text": str(text)}
+            "foreign_ablation": str(abl), "rldata": str(rl_run[0]), "rlrun": str(rl_run[1]), "text": str(text),
+            "lucid": str(tmp_path / "minlm.pt")}
 
 
 @pytest.mark.parametrize("path, flags, message", CASES, ids=[" ".join((*p, *f)) for p, f, _ in CASES])

@@ -7,6 +7,7 @@ RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
     torchrun --nproc_per_node 2 -m minrnn train shakespeare --out runs/ddp   # DDP
     minrnn sample runs/minlstm --prompt "ROMEO:" --temperature 0.8 --top-k 40 --seed 1
+    minrnn convert lucidrains minlm.pt --out models/minlm --tokenizer byte   # lucidrains' minGRU-pytorch
     minrnn report runs/mingru runs/minlstm --out results/shakespeare/paper   # table beside the paper's
     minrnn train selective-copy --model mingru --layers 3 --out runs/copy
     minrnn ablate selective-copy --cells mingru,minlstm --layers 1,2,3 --seeds 3 --out runs/ablation
@@ -211,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
 
+    convert = sub.add_parser("convert", help="convert another package's checkpoint into a minrnn model folder")
+    convert_from = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    lucid = convert_from.add_parser("lucidrains", help="a minLM of lucidrains' minGRU-pytorch (torch.save'd state_dict)")
+    lucid.add_argument("checkpoint", help="file written by torch.save(model.state_dict(), ...)")
+    lucid.add_argument("--out", required=True, help="model folder to write (config.json, model.safetensors)")
+    lucid.add_argument("--tokenizer", choices=["none", "byte"], default="none", help="save a byte tokenizer beside it (their enwik8 models)")
+
     report = sub.add_parser("report", help="tabulate runs (best val loss, step, times, hardware) beside the paper's figures")
     report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
     report.add_argument("--out", required=True, help="path stem: writes <out>.json, <out>.md and <out>.png")
@@ -351,6 +359,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from minrnn.convert import convert_checkpoint
+
+    model = convert_checkpoint(args.checkpoint, args.out, tokenizer=None if args.tokenizer == "none" else args.tokenizer)
+    print(f"{model.config.cell} MinRNNLM, {model.num_params():,} parameters: {args.out} (load it with minrnn.load)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from minrnn.tasks.report import write_report
 
@@ -437,7 +453,7 @@ def _stdout_gone() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
-        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report,
+        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report, "convert": cmd_convert,
         "bench": cmd_bench,
     }
     try:

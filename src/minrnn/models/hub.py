@@ -49,6 +49,8 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, *, toke
     folder = Path(save_directory)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file, not a folder; choose another path to save the model into")
+    if (folder / CONFIG_FILE).exists() and _read_config(folder, check=False) is None:
+        raise ValueError(f"{folder} holds a config.json that is not a minrnn model's; choose a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     meta = {"format": FORMAT, "version": VERSION, "arch": arch_of(model), "model": config.to_dict(),
