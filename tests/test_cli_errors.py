@@ -22,6 +22,7 @@ from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, save_chec
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--d-model", "16", "--n-layers", "1", "--batch-size", "4", "--context", "32", "--eval-every", "2", "--eval-iters", "2"]
 HUGE = str(2**64)  # no 64-bit seed
+RL_TINY = ["--d-model", "8", "--n-layers", "1", "--context", "3", "--batch-size", "4", "--eval-every", "1", "--eval-iters", "1", "--max-ep-len", "12"]
 
 # What each subcommand's cases start from: {out} is a fresh path, {run} a finished tiny run.
 BASE = {
@@ -30,10 +31,17 @@ BASE = {
                                   "--batch-size", "2", "--eval-iters", "1", "--test-batches", "1"],
     ("ablate", "selective-copy"): ["ablate", "selective-copy", "--out", "{out}", "--steps", "1", "--seeds", "1", "--layers", "1", "--cells", "mingru",
                   "--length", "8", "--n-tokens", "2", "--batch-size", "2", "--eval-iters", "1", "--test-batches", "1"],
+    ("train", "text"): ["train", "text", "--data", "{text}", "--out", "{out}", "--steps", "1", *TINY],
     ("sample",): ["sample", "{run}", "--tokens", "3"],
+    ("convert", "lucidrains"): ["convert", "lucidrains", "{lucid}", "--out", "{out}"],
     ("report",): ["report", "{run}", "--out", "{out}"],
     ("bench", "runtime"): ["bench", "runtime", "--seq-lens", "8", "--batch", "2", "--d-in", "4", "--d-h", "4", "--models", "mingru",
                            "--repeats", "1", "--threads", "1", "--memory", "none", "--no-plot", "--out", "{out}"],
+    ("train", "rl"): ["train", "rl", "--data", "{rldata}", "--out", "{out}", "--steps", "1", *RL_TINY],
+    ("ablate", "rl"): ["ablate", "rl", "--datasets", "{rldata}", "--out", "{out}", "--steps", "1", "--seeds", "1", "--models", "mingru", *RL_TINY],
+    ("eval", "rl"): ["eval", "rl", "{rlrun}", "--episodes", "1", "--no-progress"],
+    ("data", "make"): ["data", "make", "--out", "{out}", "--datasets", "medium", "--episodes", "1"],
+    ("data", "inspect"): ["data", "inspect", "{rldata}"],
     ("bench", "scan"): ["bench", "scan", "--batch", "2", "--seq-len", "8", "--hidden", "4", "--ops", "linear_scan", "--backends", "torch",
                         "--repeats", "1", "--threads", "1", "--copy-mib", "1", "--out", "{out}"],
 }
@@ -81,6 +89,31 @@ TRAIN_CASES = [
     (["--tensorboard", "maybe"], "expected a boolean"),
     (["--on-nonfinite", "nope"], "on_nonfinite must be 'stop' or 'skip'"),
 ]
+# Flags of the offline-RL task config (train rl and ablate rl).
+RL_CASES = [
+    (["--env", "Nope-v0"], "cannot make environment 'Nope-v0'"),
+    (["--env", "CartPole-v1"], "must be flat continuous (Box) spaces"),
+    (["--scale", "0"], "scale must be a finite number > 0"),
+    (["--scale", "nan"], "scale must be a finite number > 0"),
+    (["--max-ep-len", "0"], "max_ep_len must be >= 1"),
+    (["--targets", "x,y"], "--targets must be comma-separated numbers"),
+    (["--eval-episodes", "-1"], "eval_episodes must be >= 0"),
+    (["--eval-mode", "nope"], "eval_mode must be 'window' or 'recurrent'"),
+]
+# Model flags of the decision models (train rl and ablate rl).
+DECISION_CASES = [
+    (["--d-model", "-5"], "d_model must be > 0"),
+    (["--n-layers", "0"], "n_layers must be > 0"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1)"),
+    (["--expansion", "nan"], "expansion must be > 0"),
+    (["--mlp-ratio", "inf"], "mlp_ratio must be >= 0"),
+    (["--vocab-size", "10"], "--vocab-size does not apply to --model mingru"),
+    (["--conv-kernel", "2"], "--conv-kernel does not apply to --model mingru"),
+    (["--norm", "rms"], "--norm does not apply to --model mingru"),
+    (["--activation", "log"], "--activation does not apply to --model mingru"),
+    (["--tie-weights", "maybe"], "expected a boolean"),
+    (["--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+]
 if not torch.cuda.is_available():
     TRAIN_CASES.append((["--device", "cuda"], "no usable CUDA GPU"))
     TRAIN_CASES.append((["--backend", "triton"], "cannot run on this machine"))
@@ -114,6 +147,14 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "shakespeare"), ["--out", "{foreign}"], "holds files that are not a minrnn run"),
     (("train", "shakespeare"), ["--resume"], "nothing to resume"),
     (("train", "shakespeare"), ["--model", "transformer", "--n-heads", "5"], "multiple of n_heads"),
+    *((("train", "text"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
+    (("train", "text"), ["--data", "/nonexistent/texts"], "no such file or folder"),
+    (("train", "text"), ["--data", "{file}"], "the training split has"),
+    (("train", "text"), ["--tokenizer", "bpe"], "tokenizer must be one of"),
+    (("train", "text"), ["--val-fraction", "nan"], "val_fraction must be in (0, 1)"),
+    (("train", "text"), ["--vocab-size", "10"], "vocab_size is 10, but"),
+    (("train", "text"), ["--out", "{file}/run"], "which is a file, not a folder"),
+    (("train", "text"), ["--resume"], "nothing to resume"),
     *((("train", "selective-copy"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES + COPY_CASES),
     (("train", "selective-copy"), ["--vocab-size", "2"], "vocab_size must be >= 3"),
     (("train", "selective-copy"), ["--out", "{file}/run"], "which is a file, not a folder"),
@@ -137,11 +178,46 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("sample",), ["--temperature", "inf"], "argument --temperature: must be a finite number >= 0"),
     (("sample",), ["--top-k", "0"], "argument --top-k: must be >= 1"),
     (("sample",), ["--top-k", "-1"], "argument --top-k: must be >= 1"),
+    (("sample",), ["--top-p", "0"], "argument --top-p: must be a number in (0, 1]"),
+    (("sample",), ["--top-p", "nan"], "argument --top-p: must be a number in (0, 1]"),
     (("sample",), ["--seed", HUGE], "argument --seed: must be a 64-bit"),
     (("sample",), ["--device", "foo"], "unknown device 'foo'"),
     (("sample",), ["--backend", "nope"], "unknown backend 'nope'"),
+    (("convert", "lucidrains"), ["--out", "{file}/model"], "is a file, not a folder"),
+    (("convert", "lucidrains"), ["--tokenizer", "bpe"], "invalid choice"),
+    (("convert", "lucidrains"), ["--tokenizer", "byte"], "a byte tokenizer needs a model of 256 tokens; this minLM has 5"),
     (("report",), ["--out", "{file}/table"], "is a file, not a folder"),
     (("report",), ["--title"], "expected one argument"),
+    *((("train", "rl"), flags, msg) for flags, msg in TRAIN_CASES + RL_CASES + DECISION_CASES),
+    (("train", "rl"), ["--layers", "0"], "n_layers must be > 0"),
+    (("train", "rl"), ["--cell", "nope"], "unknown model kind 'nope'"),
+    (("train", "rl"), ["--model", "nope"], "invalid choice"),
+    (("train", "rl"), ["--preset", "nope"], "invalid choice"),
+    (("train", "rl"), ["--data", "/nonexistent/d.hdf5"], "/nonexistent/d.hdf5: no such file"),
+    (("train", "rl"), ["--data", "{file}"], "unknown dataset format"),
+    (("train", "rl"), ["--out", "{file}"], "is a file, not a folder"),
+    (("train", "rl"), ["--resume"], "nothing to resume"),
+    *((("ablate", "rl"), flags, msg) for flags, msg in TRAIN_CASES + RL_CASES + DECISION_CASES),
+    (("ablate", "rl"), ["--datasets", "/nonexistent/d.hdf5"], "/nonexistent/d.hdf5: no such file"),
+    (("ablate", "rl"), ["--datasets", "{rldata},"], "comma-separated list"),
+    (("ablate", "rl"), ["--models", "mingru,nope"], "unknown model kind(s) ['nope']"),
+    (("ablate", "rl"), ["--seeds", "0"], "seeds must be >= 1"),
+    (("ablate", "rl"), ["--preset", "nope"], "invalid choice"),
+    (("ablate", "rl"), ["--cell", "minlstm"], "--cell minlstm contradicts --model mingru"),
+    (("ablate", "rl"), ["--out", "{file}/abl"], "is a file, not a folder"),
+    (("eval", "rl"), ["--episodes", "0"], "argument --episodes: must be >= 1"),
+    (("eval", "rl"), ["--mode", "nope"], "invalid choice"),
+    (("eval", "rl"), ["--checkpoint", "nope"], "invalid choice"),
+    (("eval", "rl"), ["--targets", "x"], "comma-separated list of float"),
+    (("eval", "rl"), ["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63)"),
+    (("eval", "rl"), ["--device", "foo"], "unknown device 'foo'"),
+    (("data", "make"), ["--datasets", "nope"], "unknown Pendulum dataset 'nope'"),
+    (("data", "make"), ["--episodes", "0"], "argument --episodes: must be >= 1"),
+    (("data", "make"), ["--seed", "-1"], "argument --seed: must be an integer in [0, 2**63)"),
+    (("data", "make"), ["--out", "{file}"], "is a file, not a folder"),
+    (("data", "inspect"), ["--env", "Nope-v0"], "cannot make environment 'Nope-v0'"),
+    (("data", "inspect"), ["--env", "CartPole-v1"], "must be flat continuous (Box) spaces"),
+    (("data", "inspect"), ["--max-episode-steps", "0"], "argument --max-episode-steps: must be >= 1"),
     *((("bench", "runtime"), flags, msg) for flags, msg in BENCH_CASES),
     (("bench", "runtime"), ["--seq-lens", "0"], "seq_lens must be positive"),
     (("bench", "runtime"), ["--seq-lens", "8,x"], "comma-separated list of int"),
@@ -157,15 +233,13 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
 ]
 if not torch.cuda.is_available():
     CASES += [(("sample",), ["--device", "cuda"], "no usable CUDA GPU"), (("sample",), ["--backend", "triton"], "cannot run on this machine")]
+    CASES.append((("eval", "rl"), ["--device", "cuda"], "no usable CUDA GPU"))
 
 # Flags that no value makes wrong, and why.
 EXEMPT = {
     ("bench", "runtime", "--no-plot"): "a switch",
     ("eval", "rl", "--no-progress"): "a switch",
 }
-# The offline-RL commands' flags have no bad-value case here yet (their data errors are tested in
-# tests/test_rl_task.py and tests/test_rl_data.py); listed so that a new flag elsewhere still fails.
-RL_LEAVES = {("train", "rl"), ("ablate", "rl"), ("eval", "rl"), ("data", "make"), ("data", "inspect")}
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -178,6 +252,22 @@ def cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.fixture(scope="module", autouse=True)
+def text_cache(tmp_path_factory):
+    """`minrnn train text` caches encoded text under $XDG_CACHE_HOME: a temporary one here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    """A small UTF-8 text file for `minrnn train text`."""
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text("To be, or not to be: that is the question.\n" * 30, encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished tiny Shakespeare run."""
@@ -186,8 +276,26 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Pendulum dataset and a finished one-step offline-RL run on it."""
+    from minrnn.rl import pendulum
+
+    folder = tmp_path_factory.mktemp("rl")
+    data = pendulum.make_dataset("medium", folder / "pendulum-medium-v0.hdf5", episodes=2, refs=(-1200.0, -150.0))
+    out = folder / "run"
+    assert main(["train", "rl", "--data", str(data), "--out", str(out), "--steps", "1", *RL_TINY]) == 0
+    return Path(data), out
+
+
 @pytest.fixture
-def paths(tmp_path, run) -> dict[str, str]:
+def paths(tmp_path, run, rl_run, text) -> dict[str, str]:
+    # a minLM of lucidrains' minGRU-pytorch as its state dict (vocabulary 5, width 4, inner 6, FF 8)
+    shapes = {"token_emb.weight": (5, 4), "layers.0.1.weight": (4,), "layers.0.2.to_hidden_and_gate.weight": (12, 4),
+              "layers.0.2.to_out.weight": (4, 6), "layers.0.3.weight": (4,), "layers.0.4.0.weight": (8, 4),
+              "layers.0.4.0.bias": (8,), "layers.0.4.2.weight": (4, 8), "layers.0.4.2.bias": (4,), "norm.weight": (4,),
+              "to_logits.weight": (5, 4)}
+    torch.save({k: torch.randn(v) for k, v in shapes.items()}, tmp_path / "minlm.pt")
     (tmp_path / "file").write_text("a regular file\n")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -197,7 +305,8 @@ def paths(tmp_path, run) -> dict[str, str]:
     abl.mkdir()
     (abl / "ablation.md").write_text("# my notes\n")
     return {"out": str(tmp_path / "out"), "run": str(run), "file": str(tmp_path / "file"), "foreign": str(foreign),
-            "foreign_ablation": str(abl)}
+            "foreign_ablation": str(abl), "rldata": str(rl_run[0]), "rlrun": str(rl_run[1]), "text": str(text),
+            "lucid": str(tmp_path / "minlm.pt")}
 
 
 @pytest.mark.parametrize("path, flags, message", CASES, ids=[" ".join((*p, *f)) for p, f, _ in CASES])
@@ -229,7 +338,7 @@ def test_every_flag_has_a_case():
     for path, parser in _leaf_parsers(build_parser()):
         tested = {f for p, flags, _ in CASES if p == path for f in flags}
         for flag in (s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")):
-            if flag not in tested and (*path, flag) not in EXEMPT and path not in RL_LEAVES:
+            if flag not in tested and (*path, flag) not in EXEMPT:
                 missing.append(" ".join((*path, flag)))
     assert not missing, f"flags without a bad-value case: {missing}"
 

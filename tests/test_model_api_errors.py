@@ -68,7 +68,7 @@ def _bad_states(kind: str, state):
             ("an rnn state of the wrong width", [(conv0, rnn0[..., :-1]), block1]),
         ]
     elif kind == "transformer":
-        cases += [("float tokens", state.float()), ("ids outside the vocabulary", state + V)]
+        cases += [("float tokens", state.tokens.float()), ("ids outside the vocabulary", state.tokens + V)]
     elif kind == "gru":
         cases += [("an LSTM pair", (state, state)), ("one layer only", state[:1])]
     elif kind == "lstm":

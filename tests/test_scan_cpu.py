@@ -1,7 +1,9 @@
 """The fused CPU kernels (minrnn.ops.scan_cpu) against the float64 sequential reference."""
 
 import os
+import subprocess
 import sys
+import threading
 import warnings
 
 import pytest
@@ -204,24 +206,117 @@ def test_gradcheck(op, activation):
 # ----------------------------------------------------------------------------- plumbing
 
 
-def test_threads_follow_torch():
-    numba = pytest.importorskip("numba")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_follow_torch(monkeypatch, threads):
+    # The lanes are split into torch.get_num_threads() ranges, the calling thread runs the first.
+    calls = []
+    launch = scan_cpu._launch
+
+    def spy(kernel, args, B, T, H):
+        calls.append(threading.get_ident())
+        return launch(kernel, args, B, T, H)
+
+    submitted = []
+    real_pool = scan_cpu._thread_pool
+
+    def pool(workers):
+        submitted.append(workers)
+        return real_pool(workers)
+
+    F.min_gru(torch.randn(1, 1, 1), torch.randn(1, 1, 1), backend="cpu")  # kernels loaded (and probed) first
+    monkeypatch.setattr(scan_cpu, "_launch", spy)
+    monkeypatch.setattr(scan_cpu, "_thread_pool", pool)
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        F.min_gru(torch.randn(2, 3, 4), torch.randn(2, 3, 4), backend="cpu")
-        assert numba.get_num_threads() == 1
+        torch.set_num_threads(threads)
+        x = torch.randn(8, 64, 64)  # above _PARALLEL_MIN
+        out = F.min_gru(x, x, backend="cpu")
     finally:
         torch.set_num_threads(before)
+    assert calls == [threading.get_ident()]
+    assert submitted == ([threads - 1] if threads > 1 else [])
+    torch.testing.assert_close(out.double(), reference("gru", [x, x]), rtol=1e-5, atol=1e-6)
 
 
-def test_numba_uses_its_own_thread_pool():
-    # numba's OpenMP layer slows torch's own ops down (benchmarks/NOTES-cpu.md).
-    numba = pytest.importorskip("numba")
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        pytest.skip("threading layer chosen by the user")
-    F.min_gru(torch.randn(2, 3, 4), torch.randn(2, 3, 4), backend="cpu")
-    assert numba.threading_layer() == "workqueue"
+_CONCURRENT_CHILD = r"""
+import copy, threading, torch
+from minrnn import MinGRU, MinLSTM
+torch.set_num_threads(2)
+torch.manual_seed(0)
+lengths = torch.tensor([96, 50, 1, 96, 7, 96, 80, 3])
+models = {cls.__name__: cls(16, 32, num_layers=2, batch_first=True) for cls in (MinGRU, MinLSTM)}
+x0 = torch.randn(8, 96, 16)
+results, errors = {}, []
+
+def work(rnn, key):
+    try:
+        x = x0.clone().requires_grad_()
+        for _ in range(15):
+            rnn.zero_grad(set_to_none=True)
+            x.grad = None
+            out, _ = rnn(x, lengths=lengths)
+            out.square().sum().backward()
+        results[key] = (out.detach(), x.grad.clone(), [p.grad.clone() for p in rnn.parameters()])
+    except BaseException as e:
+        errors.append(repr(e))
+
+# Built here: torch's random generator is shared by all threads.
+jobs = [(copy.deepcopy(m), f"{name}{k}") for k in range(2) for name, m in models.items()]
+threads = [threading.Thread(target=work, args=job) for job in jobs]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, errors
+for name, m in models.items():
+    work(m, name)  # alone
+    for k in range(2):
+        a, b = results[f"{name}{k}"], results[name]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), name
+        assert all(torch.equal(p, q) for p, q in zip(a[2], b[2])), name
+print("ok")
+"""
+
+
+def test_concurrent_threads_do_not_abort():
+    # Two (here four) Python threads running the kernels at once: numba's workqueue layer aborted the
+    # whole process. In a subprocess, so that an abort fails this test instead of killing pytest.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", _CONCURRENT_CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-2000:] + out.stderr[-2000:]
+
+
+_NUMBA_CONFIG_CHILD = r"""
+import numba, torch
+from numba.np.ufunc import parallel
+layer = numba.config.THREADING_LAYER
+import minrnn
+from minrnn import MinGRU, functional as F
+assert F.get_backend(torch.zeros(1, 1, 1)).name == "cpu"
+rnn = MinGRU(8, 16, batch_first=True)
+def run():
+    rnn(torch.randn(4, 300, 8))[0].sum().backward()
+torch.set_num_threads(2)
+run()
+assert numba.config.THREADING_LAYER == layer, numba.config.THREADING_LAYER
+assert parallel._is_initialized is False, "minrnn started numba's threading layer"
+# numba.get_num_threads() starts the layer itself, so it is only read now.
+assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+numba.set_num_threads(1)
+torch.set_num_threads(2)
+run()
+assert numba.get_num_threads() == 1
+print("ok")
+"""
+
+
+def test_minrnn_leaves_numba_configuration_alone():
+    # minrnn neither picks numba's threading layer nor sets its thread count: the user's own numba
+    # code keeps the configuration it had (a process-wide switch made it abort, issue 13).
+    pytest.importorskip("numba")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", _NUMBA_CONFIG_CHILD], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_fallback_warns_once_without_numba(monkeypatch):

@@ -3,9 +3,11 @@ RUN_DIR ...``, ``minrnn data make|inspect ...``, ``minrnn sample RUN_DIR ...``, 
 RUN_DIR ...`` and ``minrnn bench runtime|scan ...``.
 
     minrnn train shakespeare --preset paper --model minlstm --out runs/minlstm
+    minrnn train text --data my_texts/ --out runs/mytext         # your own UTF-8 text (file or folder)
     minrnn train shakespeare --out runs/minlstm --resume          # after a crash or kill
     torchrun --nproc_per_node 2 -m minrnn train shakespeare --out runs/ddp   # DDP
     minrnn sample runs/minlstm --prompt "ROMEO:" --temperature 0.8 --top-k 40 --seed 1
+    minrnn convert lucidrains minlm.pt --out models/minlm --tokenizer byte   # lucidrains' minGRU-pytorch
     minrnn report runs/mingru runs/minlstm --out results/shakespeare/paper   # table beside the paper's
     minrnn train selective-copy --model mingru --layers 3 --out runs/copy
     minrnn ablate selective-copy --cells mingru,minlstm --layers 1,2,3 --seeds 3 --out runs/ablation
@@ -35,12 +37,12 @@ from typing import Sequence
 
 import torch
 
-from minrnn.generation import generate
 from minrnn.layers import set_backend
 from minrnn.models import MODEL_KINDS
 from minrnn.models.registry import model_fields
 from minrnn.pretrained import load_run
-from minrnn.tasks import TASKS, shakespeare
+from minrnn.data.text import tokenizer_from_checkpoint
+from minrnn.tasks import TASKS
 from minrnn.tasks.ablation import run_ablation, run_rl_benchmark
 from minrnn.tasks.base import fresh_run_config, read_result, resumed_run_config, run_task
 from minrnn.train.config import TrainConfig
@@ -71,10 +73,25 @@ def _nonnegative_float(s: str) -> float:
     return x
 
 
+def _probability(s: str) -> float:
+    x = float(s)
+    if not 0.0 < x <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {s}")
+    return x
+
+
 def _seed(s: str) -> int:
     n = int(s)
     if not -(2**63) <= n < 2**63:
         raise argparse.ArgumentTypeError(f"must be a 64-bit signed integer, got {n}")
+    return n
+
+
+def _env_seed(s: str) -> int:
+    """A seed for numpy's and gymnasium's generators, which take no negative seed."""
+    n = int(s)
+    if not 0 <= n < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63), got {n}")
     return n
 
 
@@ -161,12 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tasks = evaluate.add_subparsers(dest="task", required=True, metavar="TASK")
     ev = eval_tasks.add_parser("rl", help="run an offline-RL policy in its environment; writes eval-<checkpoint>-<mode>.json into the run folder")
     ev.add_argument("run_dir", help="run folder written by `minrnn train rl` (or a checkpoint file)")
-    ev.add_argument("--episodes", type=int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
+    ev.add_argument("--episodes", type=_positive_int, default=10, help="episodes per target return, run in lock-step (default: 10; DT: 100)")
     ev.add_argument("--mode", choices=["window", "recurrent"], default="window", help="window: re-encode the last K steps (DT, default); recurrent: carry the state (O(1) per step)")
     ev.add_argument("--checkpoint", choices=["latest", "best"], default="latest", help="latest step (default) or lowest validation loss")
     ev.add_argument("--targets", default=None, help="comma-separated target returns, e.g. --targets=3600,1800 (default: the run's)")
-    ev.add_argument("--seed", type=int, default=0, help="episode i starts from env.reset(seed=seed + i)")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--seed", type=_env_seed, default=0, help="episode i starts from env.reset(seed=seed + i)")
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     data = sub.add_parser("data", help="offline-RL datasets: make the local Pendulum ones, inspect any")
@@ -174,12 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     make = data_sub.add_parser("make", help="write Pendulum-v1 datasets in the D4RL HDF5 layout (minrnn.rl.pendulum)")
     make.add_argument("--out", required=True, help="folder for pendulum-<dataset>-v0.hdf5")
     make.add_argument("--datasets", default="expert,medium,medium-replay,medium-expert", help="comma-separated (default: all four)")
-    make.add_argument("--episodes", type=int, default=None, help="episodes per behaviour policy (default: 200 expert / medium, 100 medium-replay)")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--episodes", type=_positive_int, default=None, help="episodes per behaviour policy (default: 200 expert / medium, 100 medium-replay)")
+    make.add_argument("--seed", type=_env_seed, default=0, help="seed of the behaviour policies' noise and the episodes (default: 0)")
     inspect = data_sub.add_parser("inspect", help="read a dataset as training would and print its summary (JSON)")
     inspect.add_argument("data", help="D4RL .hdf5, DT .pkl or minari:<dataset id>")
     inspect.add_argument("--env", default=None, help="also check its dimensions against this gymnasium environment")
-    inspect.add_argument("--max-episode-steps", type=int, default=1000, help="time limit splitting files without timeouts (default: 1000)")
+    inspect.add_argument("--max-episode-steps", type=_positive_int, default=1000, help="time limit splitting files without timeouts (default: 1000)")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("run_dir", help="run folder written by `minrnn train` (or a checkpoint file)")
@@ -189,9 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=_nonnegative_float, default=0.8, help="0: greedy (always the most likely character)")
     sample.add_argument("--top-k", type=_positive_int, default=None,
                         help="sample among the k most likely characters only (k >= the vocabulary size: all of them)")
+    sample.add_argument("--top-p", type=_probability, default=None,
+                        help="nucleus sampling: only the most likely characters that together reach this probability")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--backend", default=None, help="scan backend of the minRNN layers (default: automatic)")
+
+    convert = sub.add_parser("convert", help="convert another package's checkpoint into a minrnn model folder")
+    convert_from = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    lucid = convert_from.add_parser("lucidrains", help="a minLM of lucidrains' minGRU-pytorch (torch.save'd state_dict)")
+    lucid.add_argument("checkpoint", help="file written by torch.save(model.state_dict(), ...)")
+    lucid.add_argument("--out", required=True, help="model folder to write (config.json, model.safetensors)")
+    lucid.add_argument("--tokenizer", choices=["none", "byte"], default="none", help="save a byte tokenizer beside it (their enwik8 models)")
 
     report = sub.add_parser("report", help="tabulate runs (best val loss, step, times, hardware) beside the paper's figures")
     report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
@@ -271,21 +297,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.backend is not None:
         set_backend(model, args.backend)
     if "tokenizer" not in ckpt:
-        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare)")
-    tok = shakespeare.tokenizer_from_checkpoint(ckpt, str(path))
+        raise ValueError(f"{path} has no tokenizer: `minrnn sample` generates text from a text run (shakespeare, text)")
+    tok = tokenizer_from_checkpoint(ckpt, str(path))
     try:
-        prompt = tok.encode(args.prompt).unsqueeze(0).to(device)
+        prompt = tok.encode(args.prompt).to(device)
     except ValueError as e:
         raise ValueError(f"--prompt: {e} of this run") from None
-    gen = torch.Generator(device=device).manual_seed(args.seed)
     result = read_result(path.parent)
     if result is not None and result.get("stopped") == "diverged":
         print(f"note: this run diverged at step {result.get('step')} (see its result.json); {path.name} holds "
               f"its weights of step {ckpt.get('step')}, from before that", file=sys.stderr)
     print(f"[{path}, step {ckpt.get('step')}]", file=sys.stderr)
     sys.stdout.write(args.prompt)
-    for token in generate(model, prompt, args.tokens, args.temperature, args.top_k, gen):
-        sys.stdout.write(tok.decode(token))
+    decode = tok.stream_decoder()
+    for token in model.generate(prompt, args.tokens, args.temperature, args.top_k, args.top_p, seed=args.seed, stream=True):
+        sys.stdout.write(decode(token.view(1)))
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
@@ -330,6 +356,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = scan.run_and_save(cfg, args.out, log=log)
     print(result["table"])
     print("results: " + ", ".join(str(p) for p in result["files"].values() if p))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from minrnn.convert import convert_checkpoint
+
+    model = convert_checkpoint(args.checkpoint, args.out, tokenizer=None if args.tokenizer == "none" else args.tokenizer)
+    print(f"{model.config.cell} MinRNNLM, {model.num_params():,} parameters: {args.out} (load it with minrnn.load)")
     return 0
 
 
@@ -419,7 +453,7 @@ def _stdout_gone() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
-        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report,
+        "train": cmd_train, "ablate": cmd_ablate, "eval": cmd_eval, "data": cmd_data, "sample": cmd_sample, "report": cmd_report, "convert": cmd_convert,
         "bench": cmd_bench,
     }
     try:

@@ -17,7 +17,8 @@ device), ``"sequential"`` (step-by-step autograd reference) or ``"log"`` (the pa
 Heinsen scan, kept as a baseline). ``backend=None`` uses the default: the one set with
 `use_backend` (a context manager) or `set_backend`, else the first eligible backend for the input.
 That default is context-local (`contextvars`): setting it in one thread or asyncio task does not
-change another's; a new thread starts with automatic selection.
+change another's; a new thread starts with automatic selection. Inside torch.compile'd code the
+default is read per thread (not per asyncio task) and a change recompiles.
 
 While `torch.export` or `torch.onnx.export(..., dynamo=True)` traces a model, every op uses a scan
 that exports with a dynamic sequence length (`minrnn.ops.scan_export`), whatever backend was set;
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import threading
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
@@ -195,6 +197,21 @@ register_backend(
     first=True,
 )
 _default_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("minrnn_backend", default=None)
+# The same setting per thread, read by code that torch.compile traces: dynamo cannot trace
+# ContextVar.get (a graph break, fatal under fullgraph=True), but it reads a threading.local's
+# attributes and guards on their values, so a compiled model still follows `use_backend`.
+_thread_default = threading.local()
+
+
+def _set_default(name: str | None) -> None:
+    _default_backend.set(name)
+    _thread_default.name = name
+
+
+def _current_default() -> str | None:
+    if torch.compiler.is_compiling():
+        return getattr(_thread_default, "name", None)
+    return _default_backend.get()
 
 
 def available_backends(x: Tensor | None = None) -> list[str]:
@@ -217,7 +234,7 @@ def set_backend(name: str | None) -> None:
     """Set the backend used when an op is called with ``backend=None``, in the current thread or
     context (None: pick automatically). Prefer `use_backend`, which restores the previous one."""
     check_backend(name)
-    _default_backend.set(name)
+    _set_default(name)
 
 
 @contextlib.contextmanager
@@ -228,11 +245,13 @@ def use_backend(name: str | None) -> Iterator[None]:
             out, h = rnn(x)
     """
     check_backend(name)
-    token = _default_backend.set(name)
+    token, previous = _default_backend.set(name), getattr(_thread_default, "name", None)
+    _thread_default.name = name
     try:
         yield
     finally:
         _default_backend.reset(token)
+        _thread_default.name = previous
 
 
 def _export_scan(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
@@ -257,7 +276,7 @@ def get_backend(x: Tensor, backend: str | None = None) -> Backend:
     decides per call, so exporting never changes the default backend of the process or of a layer."""
     if _is_exporting():
         return _EXPORT_BACKEND
-    name = backend or _default_backend.get()
+    name = backend or _current_default()
     if name is None:
         return next(b for b in _BACKENDS.values() if b.auto and b.supports(x))
     if name not in _BACKENDS:
@@ -317,6 +336,15 @@ def _check_activation(activation: str) -> None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
+def _mask_inputs(mask: Tensor | None, *xs: Tensor) -> tuple[Tensor, ...]:
+    """Pre-activations of padded steps become 0 (a where, not a product, so NaN/Inf there vanish):
+    whatever they hold then reaches neither the coefficients nor any gradient."""
+    if mask is None:
+        return xs
+    m = mask.unsqueeze(-1)
+    return tuple(torch.where(m, x, x.new_zeros(())) for x in xs)
+
+
 def _apply_mask(a: Tensor, b: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Padded steps become a = 1, b = 0: the state passes through unchanged."""
     if mask is None:
@@ -371,7 +399,7 @@ def min_gru(
     impl = get_backend(gate, backend)
     if impl.min_gru is not None:
         return impl.min_gru(gate, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_gru_coeffs(gate, cand, activation), mask)
+    a, b = _apply_mask(*min_gru_coeffs(*_mask_inputs(mask, gate, cand), activation), mask)
     return impl.scan(a, b, h0)
 
 
@@ -403,7 +431,7 @@ def min_lstm(
     impl = get_backend(forget, backend)
     if impl.min_lstm is not None:
         return impl.min_lstm(forget, input, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_lstm_coeffs(forget, input, cand, activation), mask)
+    a, b = _apply_mask(*min_lstm_coeffs(*_mask_inputs(mask, forget, input, cand), activation), mask)
     return impl.scan(a, b, h0)
 
 

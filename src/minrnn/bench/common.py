@@ -59,26 +59,17 @@ def default_backend_name(device: torch.device, dtype: torch.dtype) -> str:
 
 @contextmanager
 def num_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads for PyTorch and, if installed, for numba.
-
-    numba keeps its own thread pool; a fused numba kernel run at "1 thread" must not use the
-    other cores, or the 1-thread rows would compare unlike with unlike. numba is imported here
-    (when installed) because a backend may import it only at its first call, inside the block.
-    """
+    """Run the block with ``n`` intra-op threads for PyTorch. The fused CPU kernels follow
+    `torch.get_num_threads()` (their own Python threads, not numba's threading layer, which is
+    left alone: starting it here would change numba for the whole process)."""
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
     old_torch = torch.get_num_threads()
-    numba = importlib.import_module("numba") if importlib.util.find_spec("numba") is not None else None
-    old_numba = numba.get_num_threads() if numba is not None else None
     torch.set_num_threads(n)
-    if numba is not None:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         yield
     finally:
         torch.set_num_threads(old_torch)
-        if numba is not None and old_numba is not None:
-            numba.set_num_threads(old_numba)
 
 
 # ----------------------------------------------------------------------------- timing

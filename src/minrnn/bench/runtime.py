@@ -281,7 +281,7 @@ def run_runtime(cfg: RuntimeConfig, log: Callable[[str], None] | None = None) ->
             "of all steps in one matmul before the loop; unbind, not x[:, t]); same outputs as nn.GRU / nn.LSTM.",
             f"budget: a measurement stops repeating once warm-up + repeats would pass {cfg.budget_s:g} s, and is "
             "skipped when the step time predicted from the previous T (linear in T) says warm-up + one step would.",
-            "threads: torch.set_num_threads and, if numba is installed, numba.set_num_threads.",
+            "threads: torch.set_num_threads (the fused CPU kernels follow it).",
             MEMORY_MODES[cfg.memory] or memory_note(device),
         ],
         "measurements": measurements,

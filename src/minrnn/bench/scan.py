@@ -197,7 +197,7 @@ def run_scan(cfg: ScanConfig, log: Callable[[str], None] | None = None) -> dict:
             "minrnn/bench/scan.py).",
             f"copy bandwidth = 2 x bytes / median time of dst.copy_(src) on {cfg.copy_mib:g} MiB tensors (read + "
             "write, as STREAM counts; the write-allocate read is not counted), same device and threads.",
-            "threads: torch.set_num_threads and, if numba is installed, numba.set_num_threads.",
+            "threads: torch.set_num_threads (the fused CPU kernels follow it).",
         ],
         "bandwidth": bandwidth,
         "measurements": measurements,

@@ -177,6 +177,10 @@ class _MinRNNBase(nn.Module):
         mask = self._lengths_mask(lengths, B, T, x.device)
         # Reverse direction: flip each sequence within its own length (plain flip without lengths).
         rev_index = _reverse_index(mask.sum(1), T) if mask is not None and self.bidirectional else None
+        if mask is not None:
+            # Padded steps get a zero input (where, not a product: NaN/Inf there vanish), so what
+            # the padding holds reaches no output and no gradient; later layers get zeros there too.
+            x = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))
         h_n = []
         for layer in range(self.num_layers):
             outs = []
@@ -190,7 +194,7 @@ class _MinRNNBase(nn.Module):
                 outs.append(h)
             x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
             if mask is not None:
-                x = x * mask.unsqueeze(-1).to(x.dtype)
+                x = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = nn.functional.dropout(x, self.dropout, training=True)
         h_n = torch.stack(h_n, dim=0)
@@ -292,7 +296,9 @@ class _MinRNNBase(nn.Module):
             raise ValueError(f"lengths is on meta (it holds no values); pass it on the CPU or on {device}")
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.dim() != 1 or lengths.shape[0] != B:
             raise ValueError(f"lengths must be an integer tensor of shape (B,) = ({B},), got {lengths.dtype} {tuple(lengths.shape)}")
-        if bool(((lengths < 1) | (lengths > T)).any()):
+        # Data-dependent, so eager mode only: torch.compile(fullgraph=True) cannot branch on tensor
+        # values. Compiled, a length > T acts as T and one < 1 as an all-padded row (output zero).
+        if not torch.compiler.is_compiling() and bool(((lengths < 1) | (lengths > T)).any()):
             raise ValueError(f"lengths must lie in [1, T={T}], got min {int(lengths.min())}, max {int(lengths.max())}")
         # Checked where lengths lies (CPU lengths with CUDA input: no device sync), then moved.
         return torch.arange(T, device=device) < lengths.to(device).unsqueeze(1)

@@ -1,7 +1,7 @@
 """Whole models built from the layers, the baselines they are compared with, and the registry
 that says which model a kind name (``--model X``) means."""
 
-from minrnn.models.baselines import RNNConfig, RNNLM, TransformerConfig, TransformerLM
+from minrnn.models.baselines import KVCache, RNNConfig, RNNLM, TransformerConfig, TransformerLM
 from minrnn.models.lm import LMConfig, MinRNNLM
 from minrnn.models.registry import ARCHS, MODEL_KINDS, build_model, check_options, get_kind, model_config
 
@@ -10,6 +10,7 @@ __all__ = [
     "MinRNNLM",
     "TransformerConfig",
     "TransformerLM",
+    "KVCache",
     "RNNConfig",
     "RNNLM",
     "ARCHS",

@@ -3,8 +3,10 @@ Transformer and `nn.GRU` / `nn.LSTM` LMs.
 
 All share MinRNNLM's interface: ``forward(idx (B, T), state=None) -> (logits (B, T, V), state)``
 and ``step(idx (B,), state) -> (logits (B, V), state)``, so `minrnn.generation.generate` samples
-from any of them. The RNNs carry their hidden state; the Transformer's "state" is the token
-window itself, recomputed in full at every step (O(context) per token, no KV cache).
+from any of them. The RNNs carry their hidden state; the Transformer's state is a `KVCache`: the
+window's tokens and each layer's keys and values, so a step computes one new position and attends
+to the cached ones (O(1) work per token beyond attention) until the window slides past the
+position embedding, after which each step re-encodes the window (learned absolute positions shift).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from minrnn.generation import GenerationMixin
 from minrnn.models.checks import check_ids, check_ranges
+from minrnn.models.hub import PretrainedMixin
 
 
 # --- Transformer ------------------------------------------------------------------------------
@@ -53,13 +57,32 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> q, k, v, each (B, heads, T, D / heads)."""
+        B, T, D = x.shape
+        return tuple(t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """x (B, T, D) -> (B, T, D). Causal; or, with ``attn_mask`` (bool, broadcastable to
         (B, heads, T, T), True where a query may attend to a key), as that mask says."""
         B, T, D = x.shape
-        q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self._qkv(x)
         y = nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=attn_mask is None
+        )
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
+
+    def forward_cached(self, x: Tensor, cache: "_KVStore", layer: int, start: int) -> Tensor:
+        """x (B, T, D) at positions start .. start + T - 1 -> (B, T, D), attending causally to the
+        ``start`` keys and values cached for ``layer`` and to its own, which it writes there."""
+        B, T, D = x.shape
+        q, k, v = self._qkv(x)
+        keys, values = cache.write(layer, start, k, v)  # (B, heads, start + T, D / heads)
+        mask = None
+        if T > 1 and start > 0:  # query i sees keys 0 .. start + i (is_causal aligns top-left)
+            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        y = nn.functional.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1 and start == 0
         )
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
 
@@ -84,6 +107,11 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.mlp(self.ln2(x))
 
+    def forward_cached(self, x: Tensor, cache: "_KVStore", layer: int, start: int) -> Tensor:
+        """`forward` of positions start .. start + T - 1 with the earlier keys and values cached."""
+        x = x + self.attn.forward_cached(self.ln1(x), cache, layer, start)
+        return x + self.mlp(self.ln2(x))
+
 
 def gpt_init_(module: nn.Module, n_layers: int) -> None:
     """nanoGPT's (GPT-2's) init of ``module``'s parameters: matrices N(0, 0.02), the residual
@@ -96,7 +124,89 @@ def gpt_init_(module: nn.Module, n_layers: int) -> None:
             nn.init.zeros_(p)
 
 
-class TransformerLM(nn.Module):
+def _put(buf: Tensor | None, start: int, t: Tensor, dim: int) -> Tensor:
+    """``buf`` with ``t`` written at positions start .. start + len along ``dim``, growing it
+    (capacity doubles, old positions copied) when it is too short. An empty slot takes ``t``
+    itself (no copy: a whole window's keys from one forward are kept as computed)."""
+    end = start + t.shape[dim]
+    if buf is None and start == 0:
+        return t
+    if buf is None or buf.shape[dim] < end:
+        shape = list(t.shape)
+        shape[dim] = max(end, 2 * (0 if buf is None else buf.shape[dim]), 16)
+        grown = t.new_empty(shape)
+        if start:
+            grown.narrow(dim, 0, start).copy_(buf.narrow(dim, 0, start))
+        buf = grown
+    buf.narrow(dim, start, end - start).copy_(t)
+    return buf
+
+
+class _KVStore:
+    """Growable buffers of one batch's token ids (B, capacity) and each layer's keys and values
+    (B, heads, capacity, D / heads); the first ``filled`` positions hold data. Several `KVCache`s
+    share one store, each a prefix of it, so appending a token costs O(1) (amortized)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.tokens: Tensor | None = None
+        self.keys: list[Tensor | None] = [None] * n_layers
+        self.values: list[Tensor | None] = [None] * n_layers
+        self.filled = 0
+
+    def write_tokens(self, start: int, idx: Tensor) -> None:
+        self.tokens = _put(self.tokens, start, idx, 1)
+
+    def write(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, heads, T, hd) at positions start .. start + T - 1 of ``layer``; return
+        that layer's keys and values for positions 0 .. start + T - 1."""
+        end = start + k.shape[2]
+        self.keys[layer] = _put(self.keys[layer], start, k, 2)
+        self.values[layer] = _put(self.values[layer], start, v, 2)
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def copy(self, length: int) -> "_KVStore":
+        """A new store holding copies of this one's first ``length`` positions."""
+        new = _KVStore(len(self.keys))
+        new.tokens = self.tokens[:, :length].clone()
+        new.keys = [t[:, :, :length].clone() for t in self.keys]
+        new.values = [t[:, :, :length].clone() for t in self.values]
+        new.filled = length
+        return new
+
+
+class KVCache:
+    """The Transformer LM's state between calls: the window's last tokens and, while the window
+    still starts at position 0 of the position embedding, every layer's keys and values for them.
+
+    ``tokens`` (B, S) are the earlier tokens the next call attends to (at most context - 1). Once
+    the window has slid (more tokens read than the context holds), the learned position of every
+    cached token changes at each step, so the cache holds the tokens only and each step re-encodes
+    the window, exactly as `TransformerLM.forward` would. Stepping twice from one state (e.g. to
+    branch) is allowed: the second step copies the shared buffers first.
+    """
+
+    def __init__(self, tokens: Tensor, store: _KVStore | None = None) -> None:
+        self._tokens = tokens
+        self._store = store  # None: tokens only (the window slid, or a state built from tokens)
+
+    @property
+    def tokens(self) -> Tensor:
+        """(B, S) int64: the tokens in the window."""
+        return self._tokens
+
+    @property
+    def cached(self) -> bool:
+        """Whether keys and values are cached (the next call computes its own positions only)."""
+        return self._store is not None
+
+    def __len__(self) -> int:
+        return self._tokens.shape[1]
+
+    def __repr__(self) -> str:
+        return f"KVCache(batch={self._tokens.shape[0]}, tokens={len(self)}, cached={self.cached})"
+
+
+class TransformerLM(GenerationMixin, PretrainedMixin, nn.Module):
     """GPT with learned positions and a head tied to the token embedding (as nanoGPT)."""
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -114,29 +224,51 @@ class TransformerLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """idx (B, T) with T <= context, state (B, S) earlier tokens or None -> (logits (B, T, V),
-        state: the last context - 1 tokens). With a state, idx's tokens attend to as many earlier
-        tokens as fit in the window."""
+    def _state_tokens(self, state: Tensor | KVCache | None, batch_size: int) -> Tensor | None:
+        """The earlier tokens of ``state``, checked."""
+        if state is None:
+            return None
+        tokens = state.tokens if isinstance(state, KVCache) else state
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.shape[0] != batch_size:
+            got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"state must be the KVCache that forward or step returned, or the earlier tokens (B, S) = "
+                             f"({batch_size}, S); got {got}")
+        check_ids(tokens, self.config.vocab_size, name="state", min_len=0)
+        return tokens
+
+    def forward(self, idx: Tensor, state: Tensor | KVCache | None = None) -> tuple[Tensor, KVCache]:
+        """idx (B, T) with T <= context, state (the `KVCache` an earlier call returned, the earlier
+        tokens (B, S), or None) -> (logits (B, T, V), state: a `KVCache` of the last context - 1
+        tokens). idx's tokens attend to as many earlier tokens as fit in the window; with a cache
+        that still fits, only idx's positions are computed."""
         check_ids(idx, self.config.vocab_size)
-        T, C = idx.shape[1], self.config.context
+        B, T, C = idx.shape[0], idx.shape[1], self.config.context
         if T > C:
             raise ValueError(f"idx has T={T} tokens, more than the model's context={C}")
-        if state is not None:
-            if not isinstance(state, Tensor) or state.dim() != 2 or state.shape[0] != idx.shape[0]:
-                got = f"{state.dtype} {tuple(state.shape)}" if isinstance(state, Tensor) else type(state).__name__
-                raise ValueError(f"state must be the earlier tokens (B, S) = ({idx.shape[0]}, S) that forward or step returned, got {got}")
-            check_ids(state, self.config.vocab_size, name="state", min_len=0)
-        seq = idx if state is None else torch.cat([state, idx], dim=1)[:, -C:]
-        pos = torch.arange(seq.shape[1], device=idx.device)
-        x = self.drop(self.embed(seq) + self.pos(pos))
-        for block in self.blocks:
-            x = block(x)
+        earlier = self._state_tokens(state, B)
+        S = 0 if earlier is None else earlier.shape[1]
+        if isinstance(state, KVCache) and state.cached and S + T <= C:
+            store, start = state._store, S
+            if store.filled != S:  # another call appended to the shared buffers: branch off a copy
+                store = store.copy(S)
+        else:  # encode the whole window from its tokens (positions start at its first token)
+            seq = idx if earlier is None else torch.cat([earlier, idx], dim=1)[:, -C:]
+            store, start, idx = _KVStore(len(self.blocks)), 0, seq
+        end = start + idx.shape[1]
+        store.write_tokens(start, idx)
+        pos = torch.arange(start, end, device=idx.device)
+        x = self.drop(self.embed(idx) + self.pos(pos))
+        for i, block in enumerate(self.blocks):
+            x = block.forward_cached(x, store, i, start)
+        store.filled = end
         logits = self.head(self.norm(x[:, -T:]))
-        return logits, seq[:, -(C - 1) :] if C > 1 else seq[:, :0]
+        if end <= C - 1:  # the window did not slide: its keys and values stay valid
+            return logits, KVCache(store.tokens[:, :end], store)
+        return logits, KVCache(store.tokens[:, end - (C - 1) : end].clone())
 
-    def step(self, idx: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """idx (B,) -> (logits (B, V), state): recomputes the whole window (O(context))."""
+    def step(self, idx: Tensor, state: Tensor | KVCache | None = None) -> tuple[Tensor, KVCache]:
+        """idx (B,) -> (logits (B, V), state): one new position against the cached keys and
+        values (re-encodes the window once it has slid past the context)."""
         check_ids(idx, self.config.vocab_size, step=True)
         logits, state = self(idx.unsqueeze(1), state)
         return logits[:, -1], state
@@ -160,7 +292,7 @@ class RNNConfig:
         return asdict(self)
 
 
-class RNNLM(nn.Module):
+class RNNLM(GenerationMixin, PretrainedMixin, nn.Module):
     """Embedding -> multi-layer nn.GRU / nn.LSTM (cuDNN / oneDNN kernels) -> LayerNorm -> head."""
 
     def __init__(self, config: RNNConfig) -> None:

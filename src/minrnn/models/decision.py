@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.models.checks import check_ranges
+from minrnn.models.hub import PretrainedMixin
 
 
 @dataclass
@@ -56,7 +57,7 @@ def action_loss(model: nn.Module, window: dict[str, Tensor], target: Tensor) -> 
     return ((pred.float() - target) ** 2 * mask).sum() / (mask.sum() * target.shape[-1])
 
 
-class DecisionModel(nn.Module):
+class DecisionModel(PretrainedMixin, nn.Module):
     """Return-conditioned policy over windows of (return-to-go, state, action, timestep)."""
 
     def __init__(self, config: DecisionConfig) -> None:

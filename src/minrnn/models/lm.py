@@ -9,7 +9,9 @@ from torch import Tensor, nn
 
 from minrnn._serialization import allow_weights_only
 from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
+from minrnn.generation import GenerationMixin
 from minrnn.models.checks import check_ids, check_ranges
+from minrnn.models.hub import PretrainedMixin
 from minrnn.ops.activations import ACTIVATIONS
 
 
@@ -39,7 +41,7 @@ class LMConfig:
         return asdict(self)
 
 
-class MinRNNLM(nn.Module):
+class MinRNNLM(GenerationMixin, PretrainedMixin, nn.Module):
     """Causal language model over (B, T) token ids.
 
     `forward` runs a whole sequence in parallel mode; `step` runs one token with every layer's

@@ -54,10 +54,12 @@ _LOG_ZERO = -1.0e4
 
 
 def _signed_log(b: Tensor, sign: int) -> Tensor:
-    """log(max(sign * b, 0)) with _LOG_ZERO for 0; the inner where keeps log's gradient finite."""
+    """log(max(sign * b, 0)) with _LOG_ZERO for 0 and NaN for NaN (a comparison alone would turn a
+    NaN into 0); the inner where keeps log's gradient finite."""
     part = sign * b
     positive = part > 0
-    return torch.where(positive, torch.log(torch.where(positive, part, torch.ones_like(part))), _LOG_ZERO)
+    log_part = torch.where(positive, torch.log(torch.where(positive, part, torch.ones_like(part))), _LOG_ZERO)
+    return torch.where(torch.isnan(part), part, log_part)
 
 
 def _exp_scan(a_star: Tensor, log_b: Tensor) -> Tensor:

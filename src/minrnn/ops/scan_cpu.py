@@ -11,9 +11,15 @@ then chains through the coefficient formulas. Autograd keeps the inputs and the 
 output is usually kept alive by the next layer anyway, and recomputing it would cost a second
 forward pass), nothing else.
 
-Work is split into lanes (a batch row and a block of hidden units), run in parallel with `prange`;
-inside a lane the loop over T streams and the loop over the H block is contiguous, so LLVM
-vectorizes it. `exp` is our own branch-free float32 version (`_exp32`): numba's `np.exp` calls the
+Work is split into lanes (a batch row and a block of hidden units); inside a lane the loop over T
+streams and the loop over the H block is contiguous, so LLVM vectorizes it. The lanes are cut into
+`torch.get_num_threads()` contiguous ranges, each run by the same compiled kernel with the GIL
+released (`nogil`), the first in the calling thread and the others in a small pool of Python
+threads. numba's own parallel threading layer (`prange`) is not used: its "workqueue" layer aborts
+the process when two threads launch kernels at once, its "omp" layer slows torch's own ops down
+(benchmarks/NOTES-cpu.md), and choosing one would change numba's configuration for the whole
+process. So any number of Python threads may call these ops at once, and minrnn never touches
+numba's threading layer or thread count. `exp` is our own branch-free float32 version (`_exp32`): numba's `np.exp` calls the
 scalar libm routine, which blocks vectorization and made the kernels about 2x slower
 (benchmarks/NOTES-cpu.md).
 
@@ -30,25 +36,22 @@ so `torch.compile` treats them as opaque ops.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
-import numba
 import numpy as np
 import torch
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
 
-# numba's default "omp" threading layer loads a second OpenMP runtime next to torch's, and its
-# idle threads made torch ops that ran after our kernels (nn.GRU, Linear) 5-7x slower on our
-# machine (benchmarks/NOTES-cpu.md). "workqueue" is numba's own pool of blocking threads: no
-# interference. Kernels hold the GIL, so they are never launched concurrently (which workqueue
-# does not support). An explicit NUMBA_THREADING_LAYER setting wins.
-if numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
-
 # "contract" lets LLVM fuse a * b + c into one FMA; it changes no special-value semantics.
 _JIT = dict(cache=True, fastmath={"contract"})
+# Kernels: also release the GIL, so that the threads of `_launch` run them in parallel.
+_KERNEL = dict(nogil=True, **_JIT)
 
 # Typed constants: a Python float literal is float64 in numba and would promote float32 math.
 _ZERO = np.float32(0.0)
@@ -69,6 +72,21 @@ def _bits_as_f32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+# Not inline="always" (numba's IR inliner trips over the select inside `_exp32`, with a warning);
+# LLVM inlines them anyway.
+@njit(**_JIT)
+def _max(x, y):
+    """max that returns NaN when either argument is NaN (the builtin max drops a NaN, like
+    LLVM's maxnum; torch.maximum propagates it). Two compares and a select: still vectorizes."""
+    return x if (x > y) | (x != x) else y
+
+
+@njit(**_JIT)
+def _min(x, y):
+    """min that returns NaN when either argument is NaN (see `_max`)."""
+    return x if (x < y) | (x != x) else y
+
+
 @njit(inline="always", **_JIT)
 def _exp32(x):
     """exp for float32, branch-free so loops over it vectorize (Cephes expf, ~1 ulp).
@@ -76,7 +94,7 @@ def _exp32(x):
     Inputs below -87.3 return exp(-87.3) ~ 1.2e-38 instead of a subnormal or 0: every caller
     adds it to 1 or to a larger term, so the difference is invisible.
     """
-    x = min(max(x, np.float32(-87.33654)), np.float32(88.72283))
+    x = _min(_max(x, np.float32(-87.33654)), np.float32(88.72283))  # NaN stays NaN
     n = np.floor(x * np.float32(1.4426950408889634) + _HALF)  # x = n ln2 + r, |r| <= ln2 / 2
     r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -134,9 +152,10 @@ def _lstm_terms(f, i):
     is exactly 1, so two exps suffice (instead of 2 softplus + sigmoid).
     Returns (u, v, exp(-f - m), exp(-i - m)).
     """
-    hi, lo = max(-f, -i), min(-f, -i)
+    # NaN-propagating min/max: a NaN in f or i must make both gates NaN, as in the maths.
+    hi, lo = _max(-f, -i), _min(-f, -i)
     e_hi = _exp(-abs(hi))  # exp(-m) if hi > 0 (then the hi term is 1), else the hi term itself
-    e_lo = _exp(lo - max(hi, _ZERO))  # the lo term
+    e_lo = _exp(lo - _max(hi, _ZERO))  # the lo term
     p, t_hi = (e_hi, _ONE + _ZERO * e_hi) if hi > _ZERO else (_ONE + _ZERO * e_hi, e_hi)
     ef, ei = (t_hi, e_lo) if -f >= -i else (e_lo, t_hi)
     return p + ef, p + ei, ef, ei
@@ -161,13 +180,13 @@ def _lane(lane, nblk, hb, H):
     """Lane number -> (batch row, first and past-last hidden unit of its block)."""
     b = lane // nblk
     lo = (lane % nblk) * hb
-    return b, lo, min(lo + hb, H)
+    return b, lo, min(lo + hb, H)  # ints: no NaN
 
 
-@njit(parallel=True, **_JIT)
-def _scan_fwd(a, b_, h0, out, B, T, H, hb):
+@njit(**_KERNEL)
+def _scan_fwd(a, b_, h0, out, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         h = h0[b * H + lo : b * H + hi].copy()
         for t in range(T):
@@ -178,10 +197,10 @@ def _scan_fwd(a, b_, h0, out, B, T, H, hb):
                 o[k] = h[k]
 
 
-@njit(parallel=True, **_JIT)
-def _scan_bwd(grad, a, h0, h_out, da, db, dh0, B, T, H, hb):
+@njit(**_KERNEL)
+def _scan_bwd(grad, a, h0, h_out, da, db, dh0, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         carry = np.zeros(hi - lo, dtype=da.dtype)  # a_{t+1} d_{t+1}
         for t in range(T - 1, -1, -1):
@@ -197,10 +216,10 @@ def _scan_bwd(grad, a, h0, h_out, da, db, dh0, B, T, H, hb):
         dh0[b * H + lo : b * H + hi] = carry
 
 
-@njit(parallel=True, **_JIT)
-def _min_gru_fwd(gate, cand, h0, mask, has_mask, identity, out, B, T, H, hb):
+@njit(**_KERNEL)
+def _min_gru_fwd(gate, cand, h0, mask, has_mask, identity, out, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         h = h0[b * H + lo : b * H + hi].copy()
         for t in range(T):
@@ -216,10 +235,10 @@ def _min_gru_fwd(gate, cand, h0, mask, has_mask, identity, out, B, T, H, hb):
                 o[k] = h[k]
 
 
-@njit(parallel=True, **_JIT)
-def _min_gru_bwd(grad, gate, cand, h0, mask, has_mask, identity, h_out, dgate, dcand, dh0, B, T, H, hb):
+@njit(**_KERNEL)
+def _min_gru_bwd(grad, gate, cand, h0, mask, has_mask, identity, h_out, dgate, dcand, dh0, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         carry = np.zeros(hi - lo, dtype=dgate.dtype)  # a_{t+1} d_{t+1}
         for t in range(T - 1, -1, -1):
@@ -245,10 +264,10 @@ def _min_gru_bwd(grad, gate, cand, h0, mask, has_mask, identity, h_out, dgate, d
         dh0[b * H + lo : b * H + hi] = carry
 
 
-@njit(parallel=True, **_JIT)
-def _min_lstm_fwd(forget, input_, cand, h0, mask, has_mask, identity, out, B, T, H, hb):
+@njit(**_KERNEL)
+def _min_lstm_fwd(forget, input_, cand, h0, mask, has_mask, identity, out, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         h = h0[b * H + lo : b * H + hi].copy()
         for t in range(T):
@@ -265,10 +284,10 @@ def _min_lstm_fwd(forget, input_, cand, h0, mask, has_mask, identity, out, B, T,
                 o[k] = h[k]
 
 
-@njit(parallel=True, **_JIT)
-def _min_lstm_bwd(grad, forget, input_, cand, h0, mask, has_mask, identity, h_out, dforget, dinput, dcand, dh0, B, T, H, hb):
+@njit(**_KERNEL)
+def _min_lstm_bwd(grad, forget, input_, cand, h0, mask, has_mask, identity, h_out, dforget, dinput, dcand, dh0, B, T, H, hb, lane0, lane1):
     nblk = (H + hb - 1) // hb
-    for lane in prange(B * nblk):
+    for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
         carry = np.zeros(hi - lo, dtype=dforget.dtype)
         for t in range(T - 1, -1, -1):
@@ -301,20 +320,54 @@ def _min_lstm_bwd(grad, forget, input_, cand, h0, mask, has_mask, identity, h_ou
 # ----------------------------------------------------------------------------- torch <-> numba
 
 
-def _set_threads() -> None:
-    """numba's thread count follows torch's (within the pool numba started with)."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+# Below this many (B * T * H) elements a call runs in the calling thread alone: waking pool
+# threads costs tens of microseconds, more than such a kernel takes (generation steps).
+_PARALLEL_MIN = 1 << 15
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_owner = (0, 0)  # (pid, workers) of _pool
 
 
-def _block_width(B: int, H: int) -> int:
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """The shared pool of helper threads, with at least ``workers`` threads, in this process
+    (a forked child, e.g. a DataLoader worker, inherits the pool object but not its threads)."""
+    global _pool, _pool_owner
+    with _pool_lock:
+        pid = os.getpid()
+        if _pool is None or _pool_owner[0] != pid or _pool_owner[1] < workers:
+            # A replaced pool's idle threads exit once callers still using it let it go.
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minrnn-scan")
+            _pool_owner = (pid, workers)
+        return _pool
+
+
+def _block_width(B: int, H: int, threads: int) -> int:
     """Lane width over H: whole rows when the batch alone gives every thread a few lanes
     (longest contiguous reads), narrower blocks (>= 32 wide) when B is small. A heuristic,
     not tuned by measurement."""
-    want = 4 * numba.get_num_threads()
+    want = 4 * threads
     if B >= want:
         return H
     nblk = min(-(-want // B), -(-H // 32))
     return -(-H // nblk)
+
+
+def _launch(kernel: Callable, args: tuple, B: int, T: int, H: int) -> None:
+    """Run ``kernel(*args, B, T, H, hb, lane0, lane1)`` over all lanes, split into
+    `torch.get_num_threads()` contiguous ranges: one in this thread, the rest in the pool."""
+    threads = max(1, torch.get_num_threads()) if B * T * H >= _PARALLEL_MIN else 1
+    hb = _block_width(B, H, threads)
+    lanes = B * -(-H // hb)
+    n = min(threads, lanes)
+    bounds = [lanes * k // n for k in range(n + 1)]
+    pool = _thread_pool(n - 1) if n > 1 else None
+    futures = [pool.submit(kernel, *args, B, T, H, hb, bounds[k], bounds[k + 1]) for k in range(1, n)]
+    try:
+        kernel(*args, B, T, H, hb, bounds[0], bounds[1])
+    finally:
+        for f in futures:  # they write into the outputs: wait for all, even if this one failed
+            f.result()
 
 
 def _compute_dtype(*xs: Tensor | None) -> torch.dtype:
@@ -370,8 +423,7 @@ def linear_scan_cpu(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     cd = _compute_dtype(a, b, h0)
     out = _empty(B, T, H, cd)
     if out.numel():
-        _set_threads()
-        _scan_fwd(_strided(a, cd), _strided(b, cd), _h0(h0, B, H, cd), out.view(-1).numpy(), B, T, H, _block_width(B, H))
+        _launch(_scan_fwd, (_strided(a, cd), _strided(b, cd), _h0(h0, B, H, cd), out.view(-1).numpy()), B, T, H)
     return out.to(b.dtype)
 
 
@@ -381,11 +433,10 @@ def _linear_scan_cpu_backward(grad: Tensor, a: Tensor, h0: Tensor | None, h: Ten
     cd = _compute_dtype(a, h, h0)
     da, db, dh0 = _empty(B, T, H, cd), _empty(B, T, H, cd), torch.empty(B, H, dtype=cd)
     if da.numel():
-        _set_threads()
-        _scan_bwd(
+        _launch(_scan_bwd, (
             _strided(grad, cd), _strided(a, cd), _h0(h0, B, H, cd), _flat(h, cd),
-            da.view(-1).numpy(), db.view(-1).numpy(), dh0.view(-1).numpy(), B, T, H, _block_width(B, H),
-        )  # fmt: skip
+            da.view(-1).numpy(), db.view(-1).numpy(), dh0.view(-1).numpy(),
+        ), B, T, H)  # fmt: skip
     return da, db, dh0
 
 
@@ -395,12 +446,11 @@ def _min_gru_op(gate: Tensor, cand: Tensor, h0: Tensor | None, mask: Tensor | No
     cd = _compute_dtype(gate, cand, h0)
     out = _empty(B, T, H, cd)
     if out.numel():
-        _set_threads()
         m, has_mask = _mask(mask)
-        _min_gru_fwd(
+        _launch(_min_gru_fwd, (
             _strided(gate, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask, _is_identity(activation),
-            out.view(-1).numpy(), B, T, H, _block_width(B, H),
-        )  # fmt: skip
+            out.view(-1).numpy(),
+        ), B, T, H)  # fmt: skip
     return out.to(torch.promote_types(gate.dtype, cand.dtype))
 
 
@@ -412,13 +462,12 @@ def _min_gru_cpu_backward(
     cd = _compute_dtype(gate, cand, h0)
     dgate, dcand, dh0 = _empty(B, T, H, cd), _empty(B, T, H, cd), torch.empty(B, H, dtype=cd)
     if dgate.numel():
-        _set_threads()
         m, has_mask = _mask(mask)
-        _min_gru_bwd(
+        _launch(_min_gru_bwd, (
             _strided(grad, cd), _strided(gate, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask,
             _is_identity(activation), _flat(h, cd),
-            dgate.view(-1).numpy(), dcand.view(-1).numpy(), dh0.view(-1).numpy(), B, T, H, _block_width(B, H),
-        )  # fmt: skip
+            dgate.view(-1).numpy(), dcand.view(-1).numpy(), dh0.view(-1).numpy(),
+        ), B, T, H)  # fmt: skip
     return dgate, dcand, dh0
 
 
@@ -430,12 +479,11 @@ def _min_lstm_op(
     cd = _compute_dtype(forget, input, cand, h0)
     out = _empty(B, T, H, cd)
     if out.numel():
-        _set_threads()
         m, has_mask = _mask(mask)
-        _min_lstm_fwd(
+        _launch(_min_lstm_fwd, (
             _strided(forget, cd), _strided(input, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask,
-            _is_identity(activation), out.view(-1).numpy(), B, T, H, _block_width(B, H),
-        )  # fmt: skip
+            _is_identity(activation), out.view(-1).numpy(),
+        ), B, T, H)  # fmt: skip
     return out.to(torch.promote_types(torch.promote_types(forget.dtype, input.dtype), cand.dtype))
 
 
@@ -449,14 +497,12 @@ def _min_lstm_cpu_backward(
     dforget, dinput, dcand = (_empty(B, T, H, cd) for _ in range(3))
     dh0 = torch.empty(B, H, dtype=cd)
     if dforget.numel():
-        _set_threads()
         m, has_mask = _mask(mask)
-        _min_lstm_bwd(
+        _launch(_min_lstm_bwd, (
             _strided(grad, cd), _strided(forget, cd), _strided(input, cd), _strided(cand, cd), _h0(h0, B, H, cd),
             m, has_mask, _is_identity(activation), _flat(h, cd),
             dforget.view(-1).numpy(), dinput.view(-1).numpy(), dcand.view(-1).numpy(), dh0.view(-1).numpy(),
-            B, T, H, _block_width(B, H),
-        )  # fmt: skip
+        ), B, T, H)  # fmt: skip
     return dforget, dinput, dcand, dh0
 
 

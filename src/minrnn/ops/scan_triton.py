@@ -84,7 +84,7 @@ def _softplus(x):
     """log(1 + exp(x)) without overflow; log1p by its series where exp(-|x|) is tiny."""
     u = tl.exp(-tl.abs(x))
     log1p_u = tl.where(u < 1e-4, u * (1.0 - 0.5 * u), tl.log(1.0 + u))
-    return tl.maximum(x, 0.0) + log1p_u
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL) + log1p_u  # NaN stays NaN
 
 
 @triton.jit
@@ -270,6 +270,10 @@ def _scan_bwd_kernel(
         if CELL == 2:
             x3 = _load_tile(X3, s3b, s3t, pid_b, t, offs_h, T, H)
         g1, g2, g3 = _coeffs_bwd(x1, x2, x3, da, db, CELL, ACT)
+        # Padding gets no gradient: da = db = 0 there, but 0 * (a NaN/Inf input's derivative) is NaN.
+        g1 = tl.where(real, g1, 0.0)
+        g2 = tl.where(real, g2, 0.0)
+        g3 = tl.where(real, g3, 0.0)
         inside = (t[:, None] < T) & (offs_h[None, :] < H)
         offs = pid_b * sob + t[:, None] * sot + offs_h[None, :]  # gradients are contiguous like OUT
         tl.store(G1 + offs, g1.to(G1.dtype.element_ty), mask=inside)

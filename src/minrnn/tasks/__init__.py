@@ -17,8 +17,8 @@ A task module provides:
 `minrnn.tasks.base.run_task` runs one of them end to end.
 """
 
-from minrnn.tasks import rl, selective_copy, shakespeare
+from minrnn.tasks import rl, selective_copy, shakespeare, text
 
-TASKS = {"shakespeare": shakespeare, "selective-copy": selective_copy, "rl": rl}
+TASKS = {"shakespeare": shakespeare, "text": text, "selective-copy": selective_copy, "rl": rl}
 
 __all__ = ["TASKS"]

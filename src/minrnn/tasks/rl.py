@@ -32,6 +32,7 @@ mode: `minrnn eval rl` evaluates the latest checkpoint (the end of training, as 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -196,8 +197,12 @@ def prepare(model_settings: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) 
 
     if task_cfg.eval_mode not in ("window", "recurrent"):
         raise ValueError(f"eval_mode must be 'window' or 'recurrent', got {task_cfg.eval_mode!r}")
-    if task_cfg.scale <= 0 or task_cfg.max_ep_len < 1 or task_cfg.eval_episodes < 0:
-        raise ValueError("scale must be > 0, max_ep_len >= 1 and eval_episodes >= 0")
+    if not (math.isfinite(task_cfg.scale) and task_cfg.scale > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {task_cfg.scale}")
+    if task_cfg.max_ep_len < 1:
+        raise ValueError(f"max_ep_len must be >= 1, got {task_cfg.max_ep_len}")
+    if task_cfg.eval_episodes < 0:
+        raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation after training), got {task_cfg.eval_episodes}")
     if task_cfg.targets:
         parse_targets(task_cfg.targets)
     data = load(task_cfg.data, task_cfg.max_ep_len)
@@ -314,12 +319,14 @@ def evaluate_run(
     returns (result, path)."""
     from minrnn.pretrained import load_run
     from minrnn.rl.evaluate import save_json
+    from minrnn.train.device import resolve_device
 
+    device = resolve_device(device)
     model, ckpt, path = load_run(run_dir, checkpoint)
     if "rl" not in ckpt:
         raise ValueError(f"{path} is not an offline-RL run (written by `minrnn train rl`)")
     context = int(ckpt["config"]["train"]["context"])
-    result = evaluate_model(model, ckpt["rl"], episodes, mode, targets=targets, context=context, seed=seed, device=torch.device(device), progress=progress)
+    result = evaluate_model(model, ckpt["rl"], episodes, mode, targets=targets, context=context, seed=seed, device=device, progress=progress)
     result.update(checkpoint=checkpoint, step=ckpt.get("step"), file=str(path))
     out = Path(run_dir) if Path(run_dir).is_dir() else path.parent
     return result, save_json(result, out / EVAL_FILE.format(checkpoint=checkpoint, mode=mode))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from minrnn.data.shakespeare import TextSplits, load_shakespeare
-from minrnn.data.text import CharTokenizer, random_windows
+from minrnn.data.text import random_windows, tokenizer_from_checkpoint  # noqa: F401 (tokenizer_from_checkpoint: kept here for callers)
 from minrnn.models.lm import LMConfig
 from minrnn.tasks.base import TaskSetup
 from minrnn.train.config import TrainConfig
@@ -88,21 +88,9 @@ def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> T
         raise ValueError(f"vocab_size is {model_config['vocab_size']}, but Tiny Shakespeare has {data.tokenizer.vocab_size} symbols")
     return TaskSetup(
         get_batch=batch_fn(data, train_cfg),
-        extra={"tokenizer": data.tokenizer.chars},
+        extra={"tokenizer": data.tokenizer.chars},  # its characters, as runs have always stored it
         summary=f"{len(data.train):,} train / {len(data.val):,} val tokens",
     )
-
-
-def tokenizer_from_checkpoint(ckpt: dict, source: str = "the checkpoint") -> CharTokenizer:
-    """The run's character tokenizer, which must have one character per id of its model."""
-    vocab_size = (ckpt.get("config") or {}).get("model", {}).get("vocab_size")
-    try:
-        tok = CharTokenizer(ckpt.get("tokenizer"))
-    except ValueError as e:
-        raise ValueError(f"{source} has a malformed tokenizer entry: {e}") from None
-    if vocab_size is not None and tok.vocab_size != vocab_size:
-        raise ValueError(f"{source} has a malformed tokenizer entry: {tok.vocab_size} characters for a model of {vocab_size} token ids")
-    return tok
 
 
 __all__ = ["MODEL_KINDS", "KIND_DEFAULTS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]
