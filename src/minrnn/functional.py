@@ -19,6 +19,10 @@ Heinsen scan, kept as a baseline). ``backend=None`` uses the default: the one se
 That default is context-local (`contextvars`): setting it in one thread or asyncio task does not
 change another's; a new thread starts with automatic selection. Inside torch.compile'd code the
 default is read per thread (not per asyncio task) and a change recompiles.
+
+While `torch.export` or `torch.onnx.export(..., dynamo=True)` traces a model, every op uses a scan
+that exports with a dynamic sequence length (`minrnn.ops.scan_export`), whatever backend was set;
+nothing is switched outside that trace.
 """
 
 from __future__ import annotations
@@ -250,8 +254,28 @@ def use_backend(name: str | None) -> Iterator[None]:
         _thread_default.name = previous
 
 
+def _export_scan(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
+    from minrnn.ops.scan_export import linear_scan_export
+
+    return linear_scan_export(a, b, h0)
+
+
+# Used only while torch.export / torch.onnx.export(dynamo=True) traces a model: the one scan that
+# exports with a dynamic T. Not registered, so it is never picked or listed outside an export.
+_EXPORT_BACKEND = Backend("export", _export_scan, auto=False)
+
+
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return is_exporting is not None and is_exporting()
+
+
 def get_backend(x: Tensor, backend: str | None = None) -> Backend:
-    """The backend an op on tensor ``x`` would use: ``backend``, else the default, else automatic."""
+    """The backend an op on tensor ``x`` would use: ``backend``, else the default, else automatic.
+    While a model is being exported, always the export scan (same maths), whatever was chosen: this
+    decides per call, so exporting never changes the default backend of the process or of a layer."""
+    if _is_exporting():
+        return _EXPORT_BACKEND
     name = backend or _current_default()
     if name is None:
         return next(b for b in _BACKENDS.values() if b.auto and b.supports(x))

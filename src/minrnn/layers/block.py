@@ -6,6 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from minrnn._serialization import allow_weights_only
 from minrnn.layers.conv import CausalConv1d
 from minrnn.layers.rnn import MinGRU, MinLSTM, State
 
@@ -111,3 +112,8 @@ class MinRNNBlock(nn.Module):
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.norm2(x)))
         return x, (conv_state, rnn_state)
+
+
+# torch.load(path, weights_only=True) of a whole saved model: the block and the torch.nn modules
+# it may hold (see minrnn.layers.rnn).
+allow_weights_only(MinRNNBlock, nn.LayerNorm, nn.RMSNorm, nn.Identity, nn.Dropout, nn.Sequential, nn.GELU, nn.Linear)

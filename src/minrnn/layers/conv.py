@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from minrnn._serialization import allow_weights_only
+
 
 class CausalConv1d(nn.Module):
     """Depthwise conv over time where output t sees inputs t - k + 1 .. t only.
@@ -58,3 +60,7 @@ class CausalConv1d(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y, window[:, 1:]
+
+
+# torch.load(path, weights_only=True) of a whole saved model (see minrnn.layers.rnn).
+allow_weights_only(CausalConv1d)

@@ -2,24 +2,34 @@
 
 Same constructor, defaults (``batch_first=False``) and return values as torch.nn.GRU /
 torch.nn.LSTM: ``MinGRU`` returns ``(output, h_n)``, ``MinLSTM`` returns ``(output, (h_n, c_n))``.
-Variable-length batches go through ``lengths`` instead of PackedSequence. Each layer and direction
-is one Linear (producing all gate pre-activations in one matmul) followed by a scan.
+Variable-length batches go in as a PackedSequence (as with nn.GRU; the output is packed too) or
+as a padded tensor with ``lengths``. Each layer and direction is one Linear (producing all gate
+pre-activations in one matmul) followed by a scan; there is no hidden-to-hidden weight.
+
+Both classes are registered with `torch.serialization.add_safe_globals`, with the torch.nn modules
+they hold, so a whole saved layer loads with ``torch.load(path, weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from minrnn import functional as F
+from minrnn._serialization import allow_weights_only
 from minrnn.ops.activations import ACTIVATIONS
 
 
 # MinGRU's state is a tensor (num_layers * num_directions, B, H); MinLSTM's is nn.LSTM's pair (h, c).
 State = Union[Tensor, tuple[Tensor, Tensor]]
+
+# nn.GRU / nn.LSTM parameter names (weight_ih_l0, bias_hh_l1_reverse, ...), which these layers lack.
+_NN_RNN_PARAM = re.compile(r"(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?")
 
 
 class _MinRNNBase(nn.Module):
@@ -35,6 +45,7 @@ class _MinRNNBase(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
+        proj_size: int = 0,
         activation: str = "g",
         backend: str | None = None,
         device: torch.device | str | None = None,
@@ -46,6 +57,11 @@ class _MinRNNBase(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if proj_size != 0:  # taken only so that nn.LSTM's keyword gives this message, not a TypeError
+            raise ValueError(
+                f"{type(self).__name__} has no proj_size (nn.LSTM's projected LSTM): leave proj_size=0 and "
+                f"project the outputs yourself, e.g. nn.Linear(hidden_size, {proj_size}) on output and h_n"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         F.check_backend(backend)
@@ -78,6 +94,21 @@ class _MinRNNBase(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written for nn.GRU / nn.LSTM: these layers have no cuDNN weight buffer."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)  # nn.Module: parameters, buffers, submodules
+        except AttributeError:
+            if _NN_RNN_PARAM.fullmatch(name) or name in ("all_weights", "_flat_weights"):
+                raise AttributeError(
+                    f"{type(self).__name__} has no {name}: it has no hidden-to-hidden weights; the weights and "
+                    f"biases of layer l, direction d are proj[l * num_directions + d].weight / .bias, which "
+                    f"map the layer's input to all {self.n_proj} gate pre-activations at once"
+                ) from None
+            raise
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -114,22 +145,33 @@ class _MinRNNBase(nn.Module):
     # --- forward --------------------------------------------------------------------------------
 
     def forward(
-        self, input: Tensor, hx: State | None = None, *, lengths: Tensor | Sequence[int] | None = None
-    ) -> tuple[Tensor, State]:
+        self,
+        input: Tensor | PackedSequence,
+        hx: State | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
         """Run the whole sequence in parallel.
 
         Args:
             input: (T, B, input_size), or (B, T, input_size) with ``batch_first=True``; or
-                (T, input_size) unbatched.
+                (T, input_size) unbatched; or a PackedSequence (from pack_padded_sequence /
+                pack_sequence), as nn.GRU takes it.
             hx: initial state, as nn.GRU's h_0: (num_layers * num_directions, B, hidden_size), or
                 without B for unbatched input; None means zeros. MinLSTM takes nn.LSTM's (h_0, c_0).
-            lengths: (B,) lengths of right-padded sequences, each in [1, T], as a tensor or a list of
-                ints. Outputs past a sequence's length are zero and h_n holds the state at its last
-                real step.
+            lengths: (B,) lengths of right-padded sequences, each in [1, T], as a tensor (on any
+                device: a CPU tensor, as pack_padded_sequence wants it, works with CUDA input) or a
+                list of ints. Outputs past a sequence's length are zero and h_n holds the state at its
+                last real step.
         Returns:
-            output: (T, B, num_directions * hidden_size) (or batch-first, as the input),
+            output: (T, B, num_directions * hidden_size) (or batch-first, as the input; a
+            PackedSequence for a PackedSequence input),
             h_n: (num_layers * num_directions, B, hidden_size); MinLSTM returns (h_n, c_n).
         """
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths= is for a padded tensor input; a PackedSequence already holds its lengths")
+            return self._forward_packed(input, hx)
         x, h0, unbatched = self._check_input(input, self._unwrap_state(hx))
         B, T, _ = x.shape
         mask = self._lengths_mask(lengths, B, T, x.device)
@@ -161,6 +203,18 @@ class _MinRNNBase(nn.Module):
         if not self.batch_first:
             x = x.transpose(0, 1)
         return x, self._wrap_state(h_n)
+
+    def _forward_packed(self, input: PackedSequence, hx: State | None) -> tuple[PackedSequence, State]:
+        """nn.GRU's PackedSequence semantics: hx and h_n in the caller's batch order, the output packed
+        like the input (same batch_sizes and indices)."""
+        padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)  # caller's order
+        out, state = self.forward(padded, hx, lengths=lengths)
+        batch_dim = 0 if self.batch_first else 1
+        if input.sorted_indices is not None:  # pack in the input's order, so its indices stay valid
+            out = out.index_select(batch_dim, input.sorted_indices)
+            lengths = lengths[input.sorted_indices.cpu()]
+        data = pack_padded_sequence(out, lengths, batch_first=self.batch_first).data
+        return PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices), state
 
     @torch.no_grad()
     def init_state(self, batch_size: int) -> State:
@@ -237,16 +291,17 @@ class _MinRNNBase(nn.Module):
         if lengths is None:
             return None
         if not isinstance(lengths, Tensor):
-            lengths = torch.as_tensor(list(lengths), device=device)
-        if lengths.device != device:
-            raise ValueError(f"lengths is on {lengths.device}, expected {device} like the input")
+            lengths = torch.as_tensor(list(lengths))
+        if lengths.is_meta and device.type != "meta":
+            raise ValueError(f"lengths is on meta (it holds no values); pass it on the CPU or on {device}")
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.dim() != 1 or lengths.shape[0] != B:
             raise ValueError(f"lengths must be an integer tensor of shape (B,) = ({B},), got {lengths.dtype} {tuple(lengths.shape)}")
         # Data-dependent, so eager mode only: torch.compile(fullgraph=True) cannot branch on tensor
         # values. Compiled, a length > T acts as T and one < 1 as an all-padded row (output zero).
         if not torch.compiler.is_compiling() and bool(((lengths < 1) | (lengths > T)).any()):
             raise ValueError(f"lengths must lie in [1, T={T}], got min {int(lengths.min())}, max {int(lengths.max())}")
-        return torch.arange(T, device=device) < lengths.unsqueeze(1)
+        # Checked where lengths lies (CPU lengths with CUDA input: no device sync), then moved.
+        return torch.arange(T, device=device) < lengths.to(device).unsqueeze(1)
 
 
 def set_backend(module: nn.Module, name: str | None) -> nn.Module:
@@ -335,3 +390,7 @@ class MinLSTM(_MinRNNBase):
     def _step(self, pre: Tensor, h: Tensor) -> Tensor:
         forget, inp, cand = pre.chunk(3, dim=-1)
         return F.min_lstm_step(forget, inp, cand, h, activation=self.activation)
+
+
+# torch.load(path, weights_only=True) of a whole saved layer: these classes and the modules they hold.
+allow_weights_only(MinGRU, MinLSTM, nn.ModuleList, nn.Linear)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from minrnn._serialization import allow_weights_only
 from minrnn.layers.block import CELLS, BlockState, MinRNNBlock, make_norm
 from minrnn.generation import GenerationMixin
 from minrnn.models.checks import check_ids, check_ranges
@@ -112,3 +113,8 @@ class MinRNNLM(GenerationMixin, PretrainedMixin, nn.Module):
             x, s = block.step(x, s)
             new_state.append(s)
         return self.head(self.norm(x)), new_state
+
+
+# torch.load(path, weights_only=True) of a whole saved MinRNNLM: the model, its config and the
+# torch.nn modules it holds directly (its blocks register theirs in minrnn.layers).
+allow_weights_only(MinRNNLM, LMConfig, nn.Embedding, nn.Dropout, nn.ModuleList, nn.Linear)
