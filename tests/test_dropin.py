@@ -183,7 +183,7 @@ def test_unsupported_nn_options_say_what_to_do():
         MinLSTM(3, 8, proj_size=4)
     with pytest.raises(ValueError, match="no proj_size"):
         MinGRU(3, 8, proj_size=4)
-    assert MinLSTM(3, 8, proj_size=0).hidden_size == 8  # nn.LSTM's default is accepted
+    assert MinLSTM(3, 8, proj_size=0).proj_size == 0  # nn.LSTM's default is accepted, and read back
     with pytest.raises(AttributeError, match=r"no weight_hh_l0: .*proj\[l \* num_directions \+ d\]"):
         MinGRU(3, 8).weight_hh_l0
     with pytest.raises(AttributeError, match="no bias_ih_l1_reverse"):
@@ -452,6 +452,20 @@ def test_torch_export_dynamic_length(case):
         with torch.no_grad():
             for got, want in zip(flat(program.module()(*inputs)), flat(model(*inputs))):
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_export
+def test_export_with_a_backend_set_on_the_layer():
+    """A layer set to a backend that cannot export (here the step-by-step reference, whose loop would
+    fix T) still exports with a dynamic T, and keeps its setting."""
+    rnn = MinLSTM(3, 6, batch_first=True, backend="sequential").eval()
+    with functional.use_backend("torch"):
+        program = torch.export.export(rnn, (torch.randn(2, 5, 3),), dynamic_shapes=({1: torch.export.Dim("T")},))
+    assert rnn.backend == "sequential" and functional._default_backend.get() is None
+    for T in (1, 9):
+        x = torch.randn(2, T, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x)[0], rnn(x)[0], rtol=1e-5, atol=1e-6)
 
 
 @needs_export

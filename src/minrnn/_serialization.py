@@ -7,13 +7,16 @@ dataclasses) and the torch.nn modules they hold, at import; so after ``import mi
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 # torch.serialization.safe_globals([...]) removes what it lists on exit, even an entry added before
 # it: `with safe_globals([nn.Linear]): ...` in a user's script (pytorch/examples does this) would
 # drop our nn.Linear. Entries of the form (class, "module.Name") are different set members, so
-# they survive that; torch reads that form from 2.6 on, older ones get the plain class.
-_FULL_NAMES = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 6)
+# they survive that. A torch that cannot read that form (its signature says list[Any]) would fail
+# every weights_only load on it, so it gets the plain classes.
+_FULL_NAMES = "tuple" in str(inspect.signature(torch.serialization.add_safe_globals).parameters["safe_globals"].annotation)
 
 
 def allow_weights_only(*classes: type) -> None:

@@ -72,6 +72,7 @@ class _MinRNNBase(nn.Module):
         self.batch_first = batch_first
         self.dropout = dropout
         self.bidirectional = bidirectional
+        self.proj_size = 0  # as nn.LSTM without projections: code reading rnn.proj_size sees hidden_size in use
         self.activation = activation
         self.backend = backend
         self.num_directions = 2 if bidirectional else 1
