@@ -121,12 +121,20 @@ def _load_kernels(name: str) -> ModuleType | None:
     return _kernel_modules[name]
 
 
-@torch.compiler.assume_constant_result  # torch.compile calls it eagerly instead of tracing the import
+def _assume_constant_result(fn: Callable) -> Callable:
+    """`torch.compiler.assume_constant_result` without importing torch._dynamo (and triton with it),
+    which would cost ``import minrnn`` seconds: that decorator only sets this attribute, which
+    dynamo reads when it traces a call (tests/test_import.py checks that it still does)."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_assume_constant_result  # torch.compile calls it eagerly instead of tracing the import
 def _cpu_kernels_available() -> bool:
     return _load_kernels("scan_cpu") is not None
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _triton_kernels_available() -> bool:
     return _load_kernels("scan_triton") is not None
 
