@@ -80,6 +80,7 @@ TRAIN_CASES = [
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--tensorboard", "maybe"], "expected a boolean"),
     (["--on-nonfinite", "nope"], "on_nonfinite must be 'stop' or 'skip'"),
+    (["--dtype", "float16"], "dtype must be one of ['float32', 'bf16']"),
 ]
 if not torch.cuda.is_available():
     TRAIN_CASES.append((["--device", "cuda"], "no usable CUDA GPU"))
@@ -104,7 +105,6 @@ BENCH_CASES = [
     (["--batch", "0"], "batch must be >= 1"),
     (["--out", "{file}/results"], "is a file, not a folder"),
 ]
-
 CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     *((("train", "shakespeare"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
     (("train", "shakespeare"), ["--vocab-size", "10"], "Tiny Shakespeare has 65 symbols"),
