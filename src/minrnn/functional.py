@@ -49,6 +49,7 @@ __all__ = [
     "linear_scan",
     "min_gru_step",
     "min_lstm_step",
+    "step_kernels",
     "Backend",
     "register_backend",
     "set_backend",
@@ -462,13 +463,43 @@ def min_lstm(
     return _run_scan(impl, a, b, h0, dtype)
 
 
+def step_kernels() -> ModuleType | None:
+    """`minrnn.ops.step_cpu` (the fused CPU kernels of a generation step), or None where numba
+    cannot run (then every step runs in plain PyTorch)."""
+    return _load_kernels("step_cpu")
+
+
+def _fused_step_ok(*xs: Tensor) -> bool:
+    """Whether a step on these tensors may run in the fused CPU kernel: CPU, float32 / float64 /
+    bfloat16, 2-D, and no gradient wanted (the kernel has no backward)."""
+    if torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    for x in xs:
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.bfloat16) or x.dim() != 2:
+            return False
+        if grad and x.requires_grad:
+            return False
+    return step_kernels() is not None
+
+
 def min_gru_step(gate: Tensor, cand: Tensor, h: Tensor, *, activation: str = "g") -> Tensor:
-    """One minGRU step: gate, cand, h (B, H) -> new h (B, H). Same math as `min_gru`."""
+    """One minGRU step: gate, cand, h (B, H) -> new h (B, H). Same math as `min_gru`; on CPU
+    without autograd, one fused kernel (`minrnn.ops.step_cpu`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if gate.shape == cand.shape == h.shape and _fused_step_ok(gate, cand, h):
+        return step_kernels().cell_step((gate, cand), h, activation)
     a, b = min_gru_coeffs(gate, cand, activation)
     return (a * h + b).to(b.dtype)  # the inputs' dtype, as `min_gru`, whatever h's
 
 
 def min_lstm_step(forget: Tensor, input: Tensor, cand: Tensor, h: Tensor, *, activation: str = "g") -> Tensor:
-    """One minLSTM step: forget, input, cand, h (B, H) -> new h (B, H). Same math as `min_lstm`."""
+    """One minLSTM step: forget, input, cand, h (B, H) -> new h (B, H). Same math as `min_lstm`;
+    on CPU without autograd, one fused kernel (`minrnn.ops.step_cpu`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if forget.shape == input.shape == cand.shape == h.shape and _fused_step_ok(forget, input, cand, h):
+        return step_kernels().cell_step((forget, input, cand), h, activation)
     a, b = min_lstm_coeffs(forget, input, cand, activation)
     return (a * h + b).to(b.dtype)
