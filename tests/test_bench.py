@@ -237,3 +237,43 @@ def test_cli_bench_bad_input(capsys):
     assert "unknown model kind" in capsys.readouterr().err
     assert main(["bench", "scan", "--backends", "nope"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_bench_generate_smoke(tmp_path, capsys):
+    """`minrnn bench generate` end to end on tiny sizes: every kind, a prompt-read and a synthetic
+    context, rows complete, floor and ratio on the minRNN rows, table and files written."""
+    from minrnn.bench import generate
+
+    args = ["bench", "generate", "--batches", "1,2", "--contexts", "3,40", "--threads", "1", "--tokens", "2", "--warmup", "1",
+            "--d-model", "12", "--n-layers", "1", "--prefill-tokens", "40", "--no-plot", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "step/floor" in out and "avx512_bf16=" in out
+    result = json.loads(next(tmp_path.glob("generate-cpu-*.json")).read_text())
+    assert (tmp_path / next(tmp_path.glob("generate-cpu-*.json")).with_suffix(".md").name).exists()
+    rows = result["rows"]
+    assert {r["kind"] for r in rows} == set(generate.KINDS)
+    assert len(rows) == len(generate.KINDS) * 2 * 2
+    for r in rows:
+        assert r["median_ms"] > 0 and r["tokens_per_s"] > 0
+        assert r["state"] == ("prompt" if r["batch"] * r["context"] <= 40 else "synthetic") or r["state"].startswith("synthetic")
+        assert ("floor_ms" in r) == (r["kind"] in ("mingru", "minlstm"))
+    assert set(result["cpu_flags"]) >= {"avx512_bf16", "amx_bf16"}
+
+
+def test_bench_generate_synthetic_cache_steps_like_a_real_one():
+    """The synthetic KV cache the benchmark uses for long contexts is a valid cache: a step on it
+    attends to all its positions (same result as the forward over the same keys)."""
+    from minrnn.bench.generate import GenerateConfig, build, synthetic_cache
+
+    cfg = GenerateConfig(kinds=["transformer"], contexts=[6], tokens=1, warmup=0, model={"d_model": 12, "n_layers": 1})
+    model = build("transformer", cfg).double()
+    cache = synthetic_cache(model, 2, 6, torch.Generator().manual_seed(0))
+    cache._store.keys = [k.double() for k in cache._store.keys]
+    cache._store.values = [v.double() for v in cache._store.values]
+    with torch.no_grad():
+        logits, state = model.step(torch.tensor([1, 2]), cache)
+    assert state.cached and len(state) == 7 and logits.shape == (2, model.config.vocab_size)

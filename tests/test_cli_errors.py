@@ -44,6 +44,8 @@ BASE = {
     ("data", "inspect"): ["data", "inspect", "{rldata}"],
     ("bench", "scan"): ["bench", "scan", "--batch", "2", "--seq-len", "8", "--hidden", "4", "--ops", "linear_scan", "--backends", "torch",
                         "--repeats", "1", "--threads", "1", "--copy-mib", "1", "--out", "{out}"],
+    ("bench", "generate"): ["bench", "generate", "--kinds", "mingru", "--batches", "1", "--contexts", "4", "--threads", "1",
+                            "--tokens", "1", "--warmup", "0", "--d-model", "12", "--n-layers", "1", "--no-plot", "--out", "{out}"],
 }
 
 # Flags of the model config: every `minrnn train TASK` has them.
@@ -88,6 +90,7 @@ TRAIN_CASES = [
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--tensorboard", "maybe"], "expected a boolean"),
     (["--on-nonfinite", "nope"], "on_nonfinite must be 'stop' or 'skip'"),
+    (["--dtype", "float16"], "dtype must be one of ['float32', 'bf16']"),
 ]
 # Flags of the offline-RL task config (train rl and ablate rl).
 RL_CASES = [
@@ -135,6 +138,22 @@ BENCH_CASES = [
     (["--seed", HUGE], "64-bit"),
     (["--backends", "nope"], "unknown backend"),
     (["--batch", "0"], "batch must be >= 1"),
+    (["--out", "{file}/results"], "is a file, not a folder"),
+]
+GENERATE_CASES = [
+    (["--kinds", "mingru,nope"], "kinds must be a non-empty list of"),
+    (["--batches", "0"], "batches must be a non-empty list of positive ints"),
+    (["--contexts", "1,x"], "comma-separated list of int"),
+    (["--threads", "0"], "threads must be a non-empty list of positive ints"),
+    (["--tokens", "0"], "need tokens >= 1"),
+    (["--warmup", "-1"], "warmup >= 0"),
+    (["--dtype", "float16"], "dtype must be one of ['float32', 'bfloat16']"),
+    (["--preset", "nope"], "--preset must be one of"),
+    (["--d-model", "0"], "--d-model must be >= 1"),
+    (["--n-layers", "0"], "--n-layers must be >= 1"),
+    (["--prefill-tokens", "0"], "prefill_tokens must be >= 1"),
+    (["--max-cache-gib", "nan"], "max_cache_gib must be > 0"),
+    (["--seed", HUGE], "64-bit"),
     (["--out", "{file}/results"], "is a file, not a folder"),
 ]
 
@@ -226,6 +245,7 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("bench", "runtime"), ["--models", "rwkv"], "unknown model kind"),
     (("bench", "runtime"), ["--memory", "vms"], "invalid choice"),
     *((("bench", "scan"), flags, msg) for flags, msg in BENCH_CASES),
+    *((("bench", "generate"), flags, msg) for flags, msg in GENERATE_CASES),
     (("bench", "scan"), ["--seq-len", "0"], "seq_len must be >= 1"),
     (("bench", "scan"), ["--hidden", "0"], "hidden must be >= 1"),
     (("bench", "scan"), ["--ops", "fft"], "unknown op"),
@@ -238,6 +258,7 @@ if not torch.cuda.is_available():
 # Flags that no value makes wrong, and why.
 EXEMPT = {
     ("bench", "runtime", "--no-plot"): "a switch",
+    ("bench", "generate", "--no-plot"): "a switch",
     ("eval", "rl", "--no-progress"): "a switch",
 }
 

@@ -201,6 +201,17 @@ def test_eos_stops_each_row_and_pads_it():
         model.generate(prompt, 3, eos=-1)
 
 
+@pytest.mark.parametrize("prompt, message", [
+    (torch.randn(2, 3), "integer token ids"),
+    ([1.5, 2], "list of ints"),
+    (torch.zeros(2, 0, dtype=torch.long), r"\(B, T0\) with T0 >= 1"),
+    (torch.full((1, 3), 11), "outside \\[0, vocab_size=11\\)"),
+])
+def test_generate_refuses_bad_prompts(prompt, message):
+    with pytest.raises(ValueError, match=message):
+        make("mingru").generate(prompt, 3)
+
+
 # --- the Transformer's KV cache -------------------------------------------------------------------
 
 

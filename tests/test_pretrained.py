@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -69,7 +67,7 @@ def test_from_pretrained_refuses_another_class_and_broken_folders(tmp_path):
     lm("transformer").save_pretrained(tmp_path / "t")
     with pytest.raises(ValueError, match="holds a TransformerLM, not a MinRNNLM"):
         MinRNNLM.from_pretrained(tmp_path / "t")
-    with pytest.raises(FileNotFoundError, match="no model folder"):
+    with pytest.raises(FileNotFoundError, match="no model or run folder"):
         RNNLM.from_pretrained(tmp_path / "nothing")
     (tmp_path / "t" / "config.json").write_text(json.dumps({"learning_rate": 1}))
     with pytest.raises(ValueError, match="not the config of a minrnn model folder"):
@@ -98,7 +96,25 @@ def test_load_a_run_folder_gives_its_best_checkpoint_and_tokenizer(tmp_path):
         assert torch.equal(again(idx)[0], model(idx)[0]) and tok2.chars == tok.chars
 
 
-def test_import_minrnn_does_not_import_huggingface_hub():
-    code = "import sys, minrnn; m = minrnn.MinRNNLM; print('huggingface_hub' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+def test_a_hub_id_is_downloaded_with_huggingface_hub(tmp_path, monkeypatch):
+    """Offline: huggingface_hub's snapshot_download is replaced by a local folder."""
+    hub = pytest.importorskip("huggingface_hub")
+    lm("gru").save_pretrained(tmp_path / "snapshot", tokenizer=CharTokenizer("abcdefghijklm"))
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs["revision"], kwargs["allow_patterns"]))
+        if repo_id != "someone/tiny-gru":
+            raise hub.errors.RepositoryNotFoundError("404 Client Error: Repository Not Found")
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    model, tok = minrnn.load("someone/tiny-gru", revision="v1")
+    assert isinstance(model, RNNLM) and tok.vocab_size == 13
+    assert calls == [("someone/tiny-gru", "v1", ["config.json", "model.safetensors", "tokenizer.json"])]
+    assert isinstance(RNNLM.from_pretrained("someone/tiny-gru"), RNNLM)
+    with pytest.raises(FileNotFoundError, match="no folder someone/typo, and downloading it from the Hugging Face Hub failed"):
+        minrnn.load("someone/typo")
+    with pytest.raises(FileNotFoundError, match="no model or run folder at runs/a/b"):
+        minrnn.load("runs/a/b")

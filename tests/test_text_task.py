@@ -96,3 +96,16 @@ def test_bad_data_is_a_one_line_error(tmp_path, capsys, case, flags, message):
     err = capsys.readouterr().err
     assert message in err and err.startswith("minrnn: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "run" / "ckpt.safetensors").exists()
+
+
+def test_byte_tokenizer_round_trip_and_streamed_decoding():
+    tok = ByteTokenizer()
+    ids = tok.encode("é✓ ok")
+    assert ids.tolist()[:2] == [0xC3, 0xA9] and tok.decode(ids) == "é✓ ok" and tok.encode("").shape == (0,)
+    decode = tok.stream_decoder()
+    pieces = [decode([i]) for i in ids]  # a character split across tokens comes out whole, once
+    assert "".join(pieces) == "é✓ ok" and pieces[:2] == ["", "é"]
+    assert tokenizer_from_dict(tok.to_dict()).kind == "byte"
+    assert tokenizer_from_dict("abc").decode([2, 0]) == "ca"  # a Shakespeare run's stored characters
+    with pytest.raises(ValueError, match="a tokenizer must be"):
+        tokenizer_from_dict({"type": "bpe"})

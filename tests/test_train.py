@@ -132,6 +132,28 @@ def test_fit_writes_run_folder(tmp_path, data):
         assert (tmp_path / "loss.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("kind", ["mingru", "transformer", "lstm", *(pytest.param(k, marks=pytest.mark.slow) for k in ("minlstm", "gru"))])
+def test_bf16_autocast_trains_every_model_kind(tmp_path, data, kind):
+    """--dtype bf16: the matmuls run in bfloat16 under autocast, the weights stay float32, the
+    loss is finite and falls as in float32."""
+    from minrnn.models import build_model, model_config
+
+    arch, config = model_config(kind, {"vocab_size": 65, "d_model": 16, "n_layers": 2, "dropout": 0.0, "n_heads": 2}, 32)
+    torch.manual_seed(0)
+    model = build_model(arch, config)
+    seen = set()
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, args, out: seen.add(out.dtype))
+    cfg = tiny_config(steps=5, eval_every=5, dtype="bf16", lr=1e-2)
+    Trainer(model, shakespeare.batch_fn(data, cfg), cfg, tmp_path).fit()
+    assert seen == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    curve = read_metrics(tmp_path)
+    assert all(math.isfinite(r["train_loss"]) for r in curve)
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"]
+    assert math.isfinite(curve[-1]["val_loss"])
+
+
 def test_fresh_fit_replaces_an_earlier_run(tmp_path, data, capsys):
     """A Trainer that starts at step 0 in a used folder starts over there (the CLI refuses it)."""
     Trainer(tiny_model(), shakespeare.batch_fn(data, tiny_config(steps=8)), tiny_config(steps=8), tmp_path).fit()

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="path stem: writes <out>.json, <out>.md and <out>.png")
     report.add_argument("--title", default=None, help="table title (default: task and preset)")
 
-    bench = sub.add_parser("bench", help="benchmarks: training-step runtime (paper Fig. 1), scan vs memory bandwidth")
+    bench = sub.add_parser("bench", help="benchmarks: training-step runtime (paper Fig. 1), scan vs memory bandwidth, generation")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
     runtime = bench_sub.add_parser("runtime", help="training step time and peak memory vs T (paper Figure 1)")
     runtime.add_argument("--seq-lens", default="64,128,256,512,1024,2048,4096", help="comma-separated T values")
@@ -249,6 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--backends", default=None, help="comma-separated backends (default: all that run on --device)")
     scan.add_argument("--budget", type=float, default=60.0, help="seconds per measurement before repeats stop")
     scan.add_argument("--copy-mib", type=float, default=256.0, help="size of the tensor copied to measure bandwidth")
+    gen = bench_sub.add_parser("generate", help="time per generated token vs context, every LM kind, beside the matmul floor (paper App. D.2)")
+    gen.add_argument("--kinds", default=None, help="comma-separated subset of mingru,minlstm,transformer,gru,lstm (default: all)")
+    gen.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
+    gen.add_argument("--contexts", default="16,64,256,1024,4096", help="comma-separated context lengths L (tokens read before)")
+    gen.add_argument("--threads", default="1,2", help="comma-separated thread counts, each run in turn")
+    gen.add_argument("--tokens", type=int, default=20, help="timed generated tokens per (model, batch, context); median reported")
+    gen.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    gen.add_argument("--dtype", default="float32", help="the weights' dtype: float32 or bfloat16 (minRNN states stay float32)")
+    gen.add_argument("--preset", default="paper", help="shakespeare preset whose model sizes are used (paper, small)")
+    gen.add_argument("--d-model", type=int, default=None, help="override the preset's width (e.g. tiny smoke runs)")
+    gen.add_argument("--n-layers", type=int, default=None, help="override the preset's depth")
+    gen.add_argument("--prefill-tokens", type=int, default=16384, help="read at most B x L prompt tokens in parallel; beyond, a synthetic state of the same size")
+    gen.add_argument("--max-cache-gib", type=float, default=2.0, help="skip Transformer rows whose KV cache would be larger")
+    gen.add_argument("--seed", type=_seed, default=0)
+    gen.add_argument("--out", default="benchmarks/results", help="folder for the JSON, MD (and PNG) results")
+    gen.add_argument("--no-plot", action="store_true", help="write no PNG")
     for p in (runtime, scan):
         p.add_argument("--threads", default=None, help="comma-separated thread counts, each run in turn (default: 1 and all cores)")
         p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
@@ -324,6 +340,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr, flush=True)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the benchmark
+    if args.benchmark == "generate":
+        return _bench_generate(args, log)
     common = {"repeats": args.repeats, "warmup": args.warmup, "device": args.device, "dtype": args.dtype, "seed": args.seed}
     if args.threads is not None:
         common["threads"] = parse_list(args.threads, int)
@@ -364,6 +382,38 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     model = convert_checkpoint(args.checkpoint, args.out, tokenizer=None if args.tokenizer == "none" else args.tokenizer)
     print(f"{model.config.cell} MinRNNLM, {model.num_params():,} parameters: {args.out} (load it with minrnn.load)")
+    return 0
+
+
+def _bench_generate(args: argparse.Namespace, log) -> int:
+    from minrnn.bench import generate
+    from minrnn.tasks import shakespeare
+
+    if args.preset not in shakespeare.PRESETS:
+        raise ValueError(f"--preset must be one of {list(shakespeare.PRESETS)}, got {args.preset!r}")
+    model = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.n_layers)) if v is not None}
+    for name, v in model.items():
+        if v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    cfg = generate.GenerateConfig(
+        batches=parse_list(args.batches, int),
+        contexts=parse_list(args.contexts, int),
+        threads=parse_list(args.threads, int),
+        tokens=args.tokens,
+        warmup=args.warmup,
+        dtype=args.dtype,
+        preset=args.preset,
+        model=model,
+        prefill_tokens=args.prefill_tokens,
+        max_cache_gib=args.max_cache_gib,
+        seed=args.seed,
+    )
+    if args.kinds is not None:
+        cfg.kinds = parse_list(args.kinds)
+        cfg.__post_init__()
+    result = generate.run_and_save(cfg, args.out, plot=not args.no_plot, log=log)
+    print(result["table"])
+    print("results: " + ", ".join(str(p) for p in result["files"].values() if p))
     return 0
 
 

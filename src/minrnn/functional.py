@@ -49,6 +49,7 @@ __all__ = [
     "linear_scan",
     "min_gru_step",
     "min_lstm_step",
+    "step_kernels",
     "Backend",
     "register_backend",
     "set_backend",
@@ -121,12 +122,20 @@ def _load_kernels(name: str) -> ModuleType | None:
     return _kernel_modules[name]
 
 
-@torch.compiler.assume_constant_result  # torch.compile calls it eagerly instead of tracing the import
+def _assume_constant_result(fn: Callable) -> Callable:
+    """`torch.compiler.assume_constant_result` without importing torch._dynamo (and triton with it),
+    which would cost ``import minrnn`` seconds: that decorator only sets this attribute, which
+    dynamo reads when it traces a call (tests/test_import.py checks that it still does)."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_assume_constant_result  # torch.compile calls it eagerly instead of tracing the import
 def _cpu_kernels_available() -> bool:
     return _load_kernels("scan_cpu") is not None
 
 
-@torch.compiler.assume_constant_result
+@_assume_constant_result
 def _triton_kernels_available() -> bool:
     return _load_kernels("scan_triton") is not None
 
@@ -353,6 +362,23 @@ def _apply_mask(a: Tensor, b: Tensor, mask: Tensor | None) -> tuple[Tensor, Tens
     return torch.where(m, a, torch.ones_like(a)), torch.where(m, b, torch.zeros_like(b))
 
 
+def _run_scan(impl: Backend, a: Tensor, b: Tensor, h0: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """``impl``'s scan computed in at least float32 (h0 cast to it too), returned in ``dtype``: the
+    output dtype is the inputs', whatever h0's dtype and whichever backend runs."""
+    compute = torch.promote_types(dtype, torch.float32)
+    h = impl.scan(a.to(compute), b.to(compute), None if h0 is None else h0.to(compute))
+    return h.to(dtype)
+
+
+def _unfused_inputs(mask: Tensor | None, *xs: Tensor) -> tuple[torch.dtype, tuple[Tensor, ...]]:
+    """(output dtype, pre-activations masked and in at least float32) for the coefficients + scan path."""
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
+    compute = torch.promote_types(dtype, torch.float32)
+    return dtype, tuple(x.to(compute) for x in _mask_inputs(mask, *xs))
+
+
 # ----------------------------------------------------------------------------- public ops
 
 
@@ -364,12 +390,12 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, *, backend: str 
         h0: (B, H) initial state; None means zeros.
         backend: see module docstring.
     Returns:
-        h: (B, T, H), dtype of b, accumulated in at least float32.
+        h: (B, T, H), dtype of b (whatever h0's dtype), accumulated in at least float32.
     """
     _check_seq("a", a)
     _check_seq("b", b, like=a)
     _check_h0(h0, b)
-    return get_backend(b, backend).scan(a, b, h0)
+    return _run_scan(get_backend(b, backend), a, b, h0, b.dtype)
 
 
 def min_gru(
@@ -389,7 +415,7 @@ def min_gru(
         mask: (B, T) bool, True = real step; a False step leaves the state unchanged.
         activation: ``"g"`` (default) or ``"identity"``.
     Returns:
-        h: (B, T, H).
+        h: (B, T, H) in the inputs' dtype (whatever h0's dtype), computed in at least float32.
     """
     _check_seq("gate", gate)
     _check_seq("cand", cand, like=gate)
@@ -399,8 +425,9 @@ def min_gru(
     impl = get_backend(gate, backend)
     if impl.min_gru is not None:
         return impl.min_gru(gate, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_gru_coeffs(*_mask_inputs(mask, gate, cand), activation), mask)
-    return impl.scan(a, b, h0)
+    dtype, (gate, cand) = _unfused_inputs(mask, gate, cand)
+    a, b = _apply_mask(*min_gru_coeffs(gate, cand, activation), mask)
+    return _run_scan(impl, a, b, h0, dtype)
 
 
 def min_lstm(
@@ -420,7 +447,7 @@ def min_lstm(
         forget, input, cand: (B, T, H) pre-activations.
         h0, mask, activation, backend: as in `min_gru`.
     Returns:
-        h: (B, T, H).
+        h: (B, T, H) in the inputs' dtype (whatever h0's dtype), computed in at least float32.
     """
     _check_seq("forget", forget)
     _check_seq("input", input, like=forget)
@@ -431,17 +458,48 @@ def min_lstm(
     impl = get_backend(forget, backend)
     if impl.min_lstm is not None:
         return impl.min_lstm(forget, input, cand, h0, mask, activation=activation)
-    a, b = _apply_mask(*min_lstm_coeffs(*_mask_inputs(mask, forget, input, cand), activation), mask)
-    return impl.scan(a, b, h0)
+    dtype, (forget, input, cand) = _unfused_inputs(mask, forget, input, cand)
+    a, b = _apply_mask(*min_lstm_coeffs(forget, input, cand, activation), mask)
+    return _run_scan(impl, a, b, h0, dtype)
+
+
+def step_kernels() -> ModuleType | None:
+    """`minrnn.ops.step_cpu` (the fused CPU kernels of a generation step), or None where numba
+    cannot run (then every step runs in plain PyTorch)."""
+    return _load_kernels("step_cpu")
+
+
+def _fused_step_ok(*xs: Tensor) -> bool:
+    """Whether a step on these tensors may run in the fused CPU kernel: CPU, float32 / float64 /
+    bfloat16, 2-D, and no gradient wanted (the kernel has no backward)."""
+    if torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    for x in xs:
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64, torch.bfloat16) or x.dim() != 2:
+            return False
+        if grad and x.requires_grad:
+            return False
+    return step_kernels() is not None
 
 
 def min_gru_step(gate: Tensor, cand: Tensor, h: Tensor, *, activation: str = "g") -> Tensor:
-    """One minGRU step: gate, cand, h (B, H) -> new h (B, H). Same math as `min_gru`."""
+    """One minGRU step: gate, cand, h (B, H) -> new h (B, H). Same math as `min_gru`; on CPU
+    without autograd, one fused kernel (`minrnn.ops.step_cpu`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if gate.shape == cand.shape == h.shape and _fused_step_ok(gate, cand, h):
+        return step_kernels().cell_step((gate, cand), h, activation)
     a, b = min_gru_coeffs(gate, cand, activation)
-    return a * h + b
+    return (a * h + b).to(b.dtype)  # the inputs' dtype, as `min_gru`, whatever h's
 
 
 def min_lstm_step(forget: Tensor, input: Tensor, cand: Tensor, h: Tensor, *, activation: str = "g") -> Tensor:
-    """One minLSTM step: forget, input, cand, h (B, H) -> new h (B, H). Same math as `min_lstm`."""
+    """One minLSTM step: forget, input, cand, h (B, H) -> new h (B, H). Same math as `min_lstm`;
+    on CPU without autograd, one fused kernel (`minrnn.ops.step_cpu`)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if forget.shape == input.shape == cand.shape == h.shape and _fused_step_ok(forget, input, cand, h):
+        return step_kernels().cell_step((forget, input, cand), h, activation)
     a, b = min_lstm_coeffs(forget, input, cand, activation)
-    return a * h + b
+    return (a * h + b).to(b.dtype)

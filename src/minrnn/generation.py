@@ -142,6 +142,11 @@ class GenerationMixin:
         if seed is not None and generator is not None:
             raise ValueError("give seed or generator, not both")
         device = next(self.parameters()).device  # type: ignore[attr-defined]
+        if isinstance(prompt_ids, Tensor):
+            if prompt_ids.is_floating_point() or prompt_ids.is_complex() or prompt_ids.dtype == torch.bool:
+                raise ValueError(f"prompt_ids must hold integer token ids, got a {prompt_ids.dtype} tensor")
+        elif not isinstance(prompt_ids, Sequence) or not all(isinstance(i, int) and not isinstance(i, bool) for i in prompt_ids):
+            raise ValueError(f"prompt_ids must be a tensor of token ids (B, T0) or (T0,), or a list of ints; got {prompt_ids!r:.60}")
         single = not isinstance(prompt_ids, Tensor) or prompt_ids.dim() == 1
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=device)
         if prompt.dim() == 1:

@@ -69,7 +69,8 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> Tensor:
-        return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
+        data = text.encode("utf-8")
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
 
     def decode(self, ids) -> str:
         """ids -> str; a byte sequence that is not valid UTF-8 decodes with U+FFFD in its place."""

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from minrnn.layers.block import MinRNNBlock
-from minrnn.models.baselines import TransformerBlock, TransformerConfig, gpt_init_
+from minrnn.models.baselines import TransformerBlock, TransformerConfig, gpt_init_, run_rnn
 
 
 class MinRNNBackbone(nn.Module):
@@ -67,14 +67,14 @@ class RNNBackbone(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x (B, L, D) -> (B, L, D); ``mask`` is not used (padding is input)."""
-        return self.norm(self.rnn(x)[0])
+        return self.norm(run_rnn(self.rnn, x)[0])
 
     def init_state(self, batch_size: int) -> None:
         return None  # nn.GRU / nn.LSTM start from zeros
 
     def step(self, x: Tensor, state) -> tuple[Tensor, Any]:
         """x (B, D) -> (y (B, D), state (h, or (h, c) for LSTM))."""
-        y, state = self.rnn(x.unsqueeze(1), state)
+        y, state = run_rnn(self.rnn, x.unsqueeze(1), state)
         return self.norm(y[:, 0]), state
 
 

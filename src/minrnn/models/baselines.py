@@ -277,6 +277,17 @@ class TransformerLM(GenerationMixin, PretrainedMixin, nn.Module):
 # --- nn.GRU / nn.LSTM ---------------------------------------------------------------------------
 
 
+def run_rnn(rnn: nn.Module, x: Tensor, state=None):
+    """``rnn(x, state)`` for an nn.GRU / nn.LSTM; under CPU autocast it runs in float32: oneDNN
+    has no bfloat16 LSTM/GRU primitive on CPUs without AVX512-BF16 ("could not create a
+    primitive descriptor"), and the recurrence is the part that wants float32 anyway."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            state = None if state is None else (tuple(t.float() for t in state) if isinstance(state, tuple) else state.float())
+            return rnn(x.float(), state)
+    return rnn(x, state)
+
+
 @dataclass
 class RNNConfig:
     vocab_size: int = 65
@@ -318,7 +329,7 @@ class RNNLM(GenerationMixin, PretrainedMixin, nn.Module):
         (logits (B, T, V), state after the last step)."""
         check_ids(idx, self.config.vocab_size)
         self._check_state(state, idx.shape[0])
-        h, state = self.rnn(self.drop(self.embed(idx)), state)
+        h, state = run_rnn(self.rnn, self.drop(self.embed(idx)), state)
         return self.head(self.norm(self.drop(h))), state
 
     def _check_state(self, state, batch_size: int) -> None:

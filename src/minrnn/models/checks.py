@@ -45,16 +45,17 @@ def check_ranges(
         raise ValueError(f"{name}.dropout must be in [0, 1), got {dropout!r}")
 
 
-def check_ids(idx: Tensor, vocab_size: int, *, step: bool = False, name: str = "idx", min_len: int = 1) -> None:
+def check_ids(idx: Tensor, vocab_size: int, *, step: bool = False, name: str = "idx", min_len: int = 1, values: bool = True) -> None:
     """Refuse token ids a language model cannot read: not an integer tensor of shape (B, T) with
-    T >= ``min_len`` (``step``: (B,)), or ids outside [0, vocab_size)."""
+    T >= ``min_len`` (``step``: (B,)), or (``values``) ids outside [0, vocab_size); a caller that
+    checks the values itself on the way (the fused step's embedding kernel) passes False."""
     shape = "(B,)" if step else "(B, T)"
     if not isinstance(idx, Tensor) or idx.dtype not in (torch.int64, torch.int32) or idx.dim() != (1 if step else 2):
         got = f"{idx.dtype} {tuple(idx.shape)}" if isinstance(idx, Tensor) else type(idx).__name__
         raise ValueError(f"{name} must be an int64 (or int32) tensor of shape {shape}, got {got}")
     if not step and idx.shape[1] < min_len:
         raise ValueError(f"{name} has T = {idx.shape[1]} tokens; expected shape (B, T) with T >= {min_len}")
-    if idx.numel() and not torch.compiler.is_compiling():  # data-dependent: eager mode only
+    if values and idx.numel() and not torch.compiler.is_compiling():  # data-dependent: eager mode only
         lo, hi = torch.aminmax(idx)
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"{name} holds token ids outside [0, vocab_size={vocab_size}): min {int(lo)}, max {int(hi)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,20 +91,25 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | os.P
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ImportError(f"{repo_id!r} is not a local folder; loading from the Hugging Face Hub needs huggingface_hub "
-                          f"(pip install 'minrnn[hub]')") from None
-    return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
-                                  local_files_only=local_files_only, allow_patterns=FILES))
+        raise FileNotFoundError(f"no folder {repo_id}; as a Hugging Face Hub id it needs huggingface_hub "
+                                f"(pip install 'minrnn[hub]')") from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+                                      local_files_only=local_files_only, allow_patterns=FILES))
+    except Exception as e:  # offline, no such repo, no access: huggingface_hub raises many kinds
+        raise FileNotFoundError(f"no folder {repo_id}, and downloading it from the Hugging Face Hub failed: "
+                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
 def resolve(path: str | os.PathLike, **hub_kwargs) -> Path:
-    """A local model folder for ``path``: the folder itself, else a hub id downloaded."""
+    """A local folder for ``path``: the path itself if it exists, else ``user/name`` downloaded
+    from the Hugging Face Hub."""
     p = Path(path)
     if p.exists():
         return p
-    if isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/")):
+    if isinstance(path, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
         return download(path, **hub_kwargs)
-    raise FileNotFoundError(f"no model folder at {p}")
+    raise FileNotFoundError(f"no model or run folder at {p}")
 
 
 def load_pretrained(path: str | os.PathLike, *, map_location: str | torch.device = "cpu", expected: type | None = None,

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass
 from minrnn import functional
 
 
+# TrainConfig.dtype -> the autocast dtype (None: no autocast)
+DTYPES = {"float32": None, "bf16": "bfloat16"}
+
+
 @dataclass
 class TrainConfig:
     """Training hyper-parameters. Batch sizes count sequences of ``context`` tokens.
@@ -36,6 +40,9 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # "auto": cuda if available, else cpu
     backend: str | None = None  # scan backend of the minRNN layers (minrnn.functional); None: automatic
+    # "bf16": forward and loss under torch.autocast(bfloat16) (weights, gradients and optimizer
+    # state stay float32); pays off on CPUs with AVX512-BF16 / AMX and on GPUs.
+    dtype: str = "float32"
     tensorboard: bool = False  # also log to out_dir/tensorboard (needs the `tensorboard` extra)
     # A step whose loss or gradient norm is NaN/Inf is never applied; then "stop": end the run with
     # TrainingDiverged (the last checkpoint is kept), or "skip": go on with the next batch (counted
@@ -59,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"seed must be a 64-bit signed integer, got {self.seed}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         functional.check_backend(self.backend)

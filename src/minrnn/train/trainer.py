@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from minrnn import functional
 from minrnn.layers import set_backend
 from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, load_weights, save_checkpoint, write_text_atomic
-from minrnn.train.config import TrainConfig
+from minrnn.train.config import DTYPES, TrainConfig
 from minrnn.train.device import resolve_device
 from minrnn.train.distributed import dist_info, on_main_then_broadcast
 from minrnn.train.plot import plot_metrics, read_jsonl
@@ -154,6 +154,13 @@ class Trainer:
         self.skipped_steps = 0  # steps not applied because their loss or gradient was NaN/Inf
         self.checkpoint_step: int | None = None  # step of the latest checkpoint on disk
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """torch.autocast in the config's dtype (``--dtype bf16``), else nothing."""
+        dtype = DTYPES[self.config.dtype]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
+
     # --- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self) -> float:
@@ -170,9 +177,10 @@ class Trainer:
         sums: dict[str, float] = {}
         for _ in range(self.config.eval_iters):
             x, y = (to_device(t, self.device) for t in self.get_batch("val", gen))
-            values = {"loss": self.loss_fn(self.model, x, y).item()}
-            if self.metrics_fn is not None:
-                values.update(self.metrics_fn(self.model, x, y))
+            with self._autocast():
+                values = {"loss": self.loss_fn(self.model, x, y).item()}
+                if self.metrics_fn is not None:
+                    values.update(self.metrics_fn(self.model, x, y))
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         self.model.train()
@@ -275,7 +283,8 @@ class Trainer:
             last = micro == cfg.grad_accum - 1
             sync = self.train_model.no_sync() if self.train_model is not self.model and not last else contextlib.nullcontext()
             with sync:
-                loss = self.loss_fn(self.train_model, x, y)
+                with self._autocast():
+                    loss = self.loss_fn(self.train_model, x, y)
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
