@@ -91,6 +91,11 @@ TRAIN_CASES = [
     (["--tensorboard", "maybe"], "expected a boolean"),
     (["--on-nonfinite", "nope"], "on_nonfinite must be 'stop' or 'skip'"),
     (["--dtype", "float16"], "dtype must be one of ['float32', 'bf16']"),
+    (["--validation", "nope"], "validation must be one of ['random', 'windows']"),
+    (["--val-windows", "-1"], "val_windows must be >= 0"),
+    (["--time-budget", "-1"], "time_budget must be >= 0"),
+    (["--time-budget", "inf"], "time_budget must be a finite number"),
+    (["--budget-clock", "cpu"], "budget_clock must be one of ['wall', 'cpu_time']"),
 ]
 # Flags of the offline-RL task config (train rl and ablate rl).
 RL_CASES = [
@@ -166,6 +171,7 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "shakespeare"), ["--out", "{foreign}"], "holds files that are not a minrnn run"),
     (("train", "shakespeare"), ["--resume"], "nothing to resume"),
     (("train", "shakespeare"), ["--model", "transformer", "--n-heads", "5"], "multiple of n_heads"),
+    (("train", "shakespeare"), ["--val-windows", "5"], "applies to validation 'windows' only (pass --validation windows)"),
     *((("train", "text"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
     (("train", "text"), ["--data", "/nonexistent/texts"], "no such file or folder"),
     (("train", "text"), ["--data", "{file}"], "the training split has"),
@@ -176,6 +182,7 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "text"), ["--resume"], "nothing to resume"),
     *((("train", "selective-copy"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES + COPY_CASES),
     (("train", "selective-copy"), ["--vocab-size", "2"], "vocab_size must be >= 3"),
+    (("train", "selective-copy"), ["--validation", "windows"], "needs a task with a fixed held-out split"),
     (("train", "selective-copy"), ["--out", "{file}/run"], "which is a file, not a folder"),
     (("train", "selective-copy"), ["--resume"], "nothing to resume"),
     *((("ablate", "selective-copy"), flags, msg) for flags, msg in TRAIN_CASES + COPY_CASES),

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from minrnn.data.shakespeare import TextSplits, load_shakespeare
-from minrnn.data.text import random_windows, tokenizer_from_checkpoint  # noqa: F401 (tokenizer_from_checkpoint: kept here for callers)
+from minrnn.data.text import fixed_windows, random_windows, tokenizer_from_checkpoint  # noqa: F401 (tokenizer_from_checkpoint: kept here for callers)
 from minrnn.models.lm import LMConfig
 from minrnn.tasks.base import TaskSetup
 from minrnn.train.config import TrainConfig
@@ -89,8 +89,17 @@ def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> T
     return TaskSetup(
         get_batch=batch_fn(data, train_cfg),
         extra={"tokenizer": data.tokenizer.chars},  # its characters, as runs have always stored it
-        summary=f"{len(data.train):,} train / {len(data.val):,} val tokens",
+        summary=f"{len(data.train):,} train / {len(data.val):,} val tokens" + validation_summary(train_cfg),
+        val_set=fixed_windows(data.val, train_cfg.context, train_cfg.val_windows) if train_cfg.validation == "windows" else None,
     )
+
+
+def validation_summary(train_cfg: TrainConfig) -> str:
+    """What a validation reads, for the run's first line."""
+    if train_cfg.validation == "windows":
+        which = f"{train_cfg.val_windows} evenly spaced" if train_cfg.val_windows else "all"
+        return f"; validation: {which} non-overlapping val windows of {train_cfg.context}"
+    return f"; validation: {train_cfg.eval_iters} random batches"
 
 
 __all__ = ["MODEL_KINDS", "KIND_DEFAULTS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]
