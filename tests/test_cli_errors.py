@@ -63,6 +63,9 @@ MODEL_CASES = [
     (["--activation", "nope"], "activation must be one of"),
     (["--tie-weights", "maybe"], "expected a boolean"),
     (["--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+    (["--d-state", "4"], "--d-state does not apply to --model mingru"),
+    (["--expand", "2"], "--expand does not apply to --model mingru"),
+    (["--d-conv", "4"], "--d-conv does not apply to --model mingru"),
     (["--model", "nope"], "invalid choice"),
     (["--preset", "nope"], "invalid choice"),
 ]
@@ -121,6 +124,9 @@ DECISION_CASES = [
     (["--activation", "log"], "--activation does not apply to --model mingru"),
     (["--tie-weights", "maybe"], "expected a boolean"),
     (["--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+    (["--d-state", "4"], "--d-state does not apply to --model mingru"),
+    (["--expand", "2"], "--expand does not apply to --model mingru"),
+    (["--d-conv", "4"], "--d-conv does not apply to --model mingru"),
 ]
 if not torch.cuda.is_available():
     TRAIN_CASES.append((["--device", "cuda"], "no usable CUDA GPU"))
@@ -171,6 +177,12 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "shakespeare"), ["--out", "{foreign}"], "holds files that are not a minrnn run"),
     (("train", "shakespeare"), ["--resume"], "nothing to resume"),
     (("train", "shakespeare"), ["--model", "transformer", "--n-heads", "5"], "multiple of n_heads"),
+    (("train", "shakespeare"), ["--model", "mamba", "--d-state", "0"], "d_state must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--expand", "0"], "expand must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--d-conv", "0"], "d_conv must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--expansion", "3"], "--expansion does not apply to --model mamba"),
+    (("train", "shakespeare"), ["--model", "mamba", "--n-heads", "2"], "--n-heads does not apply to --model mamba"),
+    (("train", "selective-copy"), ["--model", "mamba", "--conv-kernel", "4"], "--conv-kernel does not apply to --model mamba"),
     (("train", "shakespeare"), ["--val-windows", "5"], "applies to validation 'windows' only (pass --validation windows)"),
     *((("train", "text"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
     (("train", "text"), ["--data", "/nonexistent/texts"], "no such file or folder"),

@@ -10,7 +10,10 @@ steps, cosine decay to lr / 10 at the last step, weight decay 0.1, betas (0.9, 0
 Model kinds (``--model``): ``mingru`` / ``minlstm`` (MinRNNLM), and the baselines ``transformer``
 (nanoGPT's shakespeare_char GPT in the paper preset: 6 layers, 6 heads, width 384, dropout 0.2, the
 paper's Transformer baseline), ``gru`` / ``lstm`` (nn.GRU / nn.LSTM LMs of the preset's width and
-depth). Width, depth and dropout come from the preset and its flags for every kind.
+depth), ``mamba`` (mambapy's Mamba blocks, the optional ``mamba`` extra: width 384, 6 layers, state
+16, expansion 2 in the paper preset: 5.84M parameters, the nearest depth to minGRU's 6.26M; the
+paper does not give its Mamba's size). Width and dropout come from the preset and its flags for
+every kind, depth too except where `KIND_DEFAULTS` says.
 """
 
 from __future__ import annotations
@@ -52,15 +55,17 @@ PAPER = {
         "mingru": {"val_loss": 1.548, "best_step": 575},
         "minlstm": {"val_loss": 1.555, "best_step": 625},
         "transformer": {"val_loss": 1.547, "best_step": 2000},
+        "mamba": {"val_loss": 1.575, "best_step": 400},
     }
 }
-MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm")
+MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm", "mamba")
 # Per preset, what a model kind uses instead of the preset's model settings where no flag is given:
 # the Transformer baseline's depth and heads (paper: nanoGPT's shakespeare_char model, the paper's
-# Transformer baseline).
+# Transformer baseline), and Mamba's depth (the parameter count nearest to minGRU's: paper preset
+# 5.84M against 6.26M, small 0.48M against 0.48M).
 KIND_DEFAULTS = {
-    "paper": {"transformer": {"n_layers": 6, "n_heads": 6}},
-    "small": {"transformer": {"n_layers": 2, "n_heads": 4}},
+    "paper": {"transformer": {"n_layers": 6, "n_heads": 6}, "mamba": {"n_layers": 6}},
+    "small": {"transformer": {"n_layers": 2, "n_heads": 4}, "mamba": {"n_layers": 4}},
 }
 
 
