@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
     report.add_argument("--out", required=True, help="path stem: writes <out>.json, <out>.md and <out>.png")
     report.add_argument("--title", default=None, help="table title (default: task and preset)")
+    report.add_argument("--clock", default="wall", choices=["wall", "cpu_time"],
+                        help="the clock of the time columns: training wall time or its process CPU time, validation excluded (default: wall)")
+    report.add_argument("--time-to-loss", default="1.60,1.55", help="comma-separated validation losses: when each run first reached them (default: 1.60,1.55)")
+    report.add_argument("--at-time", type=float, default=None, metavar="SECONDS", help="add each run's best validation loss within this many seconds on --clock (a common budget)")
 
     bench = sub.add_parser("bench", help="benchmarks: training-step runtime (paper Fig. 1), scan vs memory bandwidth, generation")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -420,7 +424,7 @@ def _bench_generate(args: argparse.Namespace, log) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from minrnn.tasks.report import write_report
 
-    payload = write_report(args.run_dirs, args.out, args.title)
+    payload = write_report(args.run_dirs, args.out, args.title, args.clock, parse_list(args.time_to_loss, float), args.at_time)
     print(payload["table"])
     return 0
 
