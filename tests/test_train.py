@@ -545,6 +545,7 @@ def test_cli_time_budget_ends_the_run_and_a_larger_one_extends_it(tmp_path, caps
     out = tmp_path / "run"
     flags = [*TINY_FLAGS, "--steps", "6", "--eval-every", "3"]
     assert main(["train", "shakespeare", "--out", str(out), *flags, "--time-budget", "1e-9", "--budget-clock", "wall"]) == 0
+    assert "done: step 1 (time budget spent)" in capsys.readouterr().out
     result = json.loads((out / "result.json").read_text())
     assert result["stopped"] == "time_budget" and result["step"] == 1
     assert main(["train", "shakespeare", "--out", str(out), "--resume"]) == 0

@@ -303,7 +303,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         close_distributed()
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("val_", "test_", "best_val")) and isinstance(v, float))
     if info.is_main:
-        print(f"done: step {result.get('step')}{' (early stop)' if result.get('early_stop') else ''}, {shown} "
+        ended = {"early_stop": " (early stop)", "time_budget": " (time budget spent)"}.get(result.get("stopped"), "")
+        print(f"done: step {result.get('step')}{ended}, {shown} "
               f"(best at step {result.get('best_step')}); run folder {args.out}")
     return 0
 
