@@ -123,3 +123,11 @@ def test_report_time_to_loss_and_loss_at_a_common_time(tmp_path, capsys):
     assert row["time_to_loss"] == {"1.58": {"step": 2, "time_s": 40.0}} and row["best_time_s"] == 80.0
     assert row["at_time"]["short"]  # stopped by its budget at 80 s, before 100 s
     assert "– (ran 1.3 min)" in (tmp_path / "c.md").read_text() and "process CPU clock" in (tmp_path / "c.md").read_text()
+
+    # the validation that ended a 75 s budget (at 80 s, past it by part of a step) counts as at 75 s
+    records[-1].update(budget_stop=True, budget=[75.0, "cpu_time"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["report", str(run), "--out", str(tmp_path / "b"), "--clock", "cpu_time", "--at-time", "75"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["at_time"]["best_val_loss"] == 1.57
+    assert main(["report", str(run), "--out", str(tmp_path / "b"), "--clock", "wall", "--at-time", "35"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["at_time"]["best_val_loss"] == 1.58  # another clock

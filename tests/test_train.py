@@ -521,7 +521,7 @@ def test_time_budget_stops_validated_and_resumes_exactly_with_a_larger_one(tmp_p
     short = tiny_config(steps=8, eval_every=4, time_budget=1e-9, budget_clock="cpu_time")  # spent by the first step
     trainer = Trainer(tiny_model(), get_batch, short, run)
     record = trainer.fit()
-    assert record["step"] == 1 and record["budget_stop"] and "val_loss" in record
+    assert record["step"] == 1 and record["budget_stop"] and record["budget"] == [1e-9, "cpu_time"] and "val_loss" in record
     assert load_checkpoint(run / CHECKPOINT)["step"] == 1
     assert load_checkpoint(run / CHECKPOINT)["cpu_time"] == trainer.cpu_time > 0
     again = Trainer(tiny_model(), get_batch, short, run)

@@ -11,7 +11,8 @@ wall-clock seconds (metrics' ``time``), ``cpu_time`` the process CPU seconds of 
 (metrics' ``cpu_time``; runs older than that clock fall back to ``time``); both leave validation
 out. On it: tokens/s, the time of the best validation, the *time to loss* (when a validation first
 reached each of ``--time-to-loss``, or "not reached") and, with ``--at-time T``, the best validation
-loss within the first T seconds (a common budget for every run).
+loss within the first T seconds (a common budget for every run; the validation that ended a time
+budget of at most T on the same clock counts, as a run overshoots its budget by less than a step).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ TIME_TO_LOSS = (1.60, 1.55)
 
 def _clock(record: dict, clock: str) -> float | None:
     return record.get(CLOCKS[clock], record.get("time"))
+
+
+def _ended_budget(record: dict, clock: str, at_time: float) -> bool:
+    """Whether ``record`` is the last step of a time budget of at most ``at_time`` s on ``clock``."""
+    budget = record.get("budget")
+    return bool(record.get("budget_stop")) and isinstance(budget, list) and budget[1] == clock and budget[0] <= at_time
 
 
 def _validation(train: dict, evals: list[dict]) -> str:
@@ -90,7 +97,9 @@ def summarize_run(run_dir: str | Path, clock: str = "wall", time_to_loss=TIME_TO
         reached[f"{target:g}"] = None if first is None else {"step": first["step"], "time_s": _clock(first, clock)}
     at = None
     if at_time is not None:
-        within = [r for r in evals if (_clock(r, clock) or 0.0) <= at_time]
+        # The validation that ended a budget of at most at_time on this clock counts as within it:
+        # a run stops at the first step that ends past its budget, so it overshoots by < 1 step.
+        within = [r for r in evals if (_clock(r, clock) or 0.0) <= at_time or _ended_budget(r, clock, at_time)]
         ended = result.get("stopped") in ("finished", "early_stop")  # a shorter run that has ended counts as it is
         at = {
             "time_s": at_time,

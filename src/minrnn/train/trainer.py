@@ -396,6 +396,7 @@ class Trainer:
             out_of_time = self._over_budget()
             if out_of_time:
                 record["budget_stop"] = True  # the last step of this budget: validated and saved
+                record["budget"] = [cfg.time_budget, cfg.budget_clock]  # which one (a resumed run may get a larger one)
             final = self.step == cfg.steps or out_of_time
             evaluating, stop, diverged = self.step % cfg.eval_every == 0 or final, False, False
             if main and evaluating:
