@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate = sub.add_parser("ablate", help="train a grid of runs over seeds and tabulate mean +- std")
     ablate_tasks = ablate.add_subparsers(dest="task", required=True, metavar="TASK", help="selective-copy (cell x depth) or rl (model x dataset)")
     copy = ablate_tasks.add_parser("selective-copy", help="cell x depth x seed: test accuracy (paper Table 1)")
-    copy.add_argument("--cells", default="mingru,minlstm", help="comma-separated cells (default: mingru,minlstm)")
+    copy.add_argument("--cells", default="mingru,minlstm", help="comma-separated cells: mingru, minlstm, mamba (the mamba extra) (default: mingru,minlstm)")
     copy.add_argument("--layers", default="1,2,3", help="comma-separated depths (default: 1,2,3)")
     copy.add_argument("--seeds", type=int, default=3, help="runs per cell x depth, with seeds --seed, --seed + 1, ... (default: 3)")
     copy.add_argument("--preset", default="cpu", choices=list(TASKS["selective-copy"].PRESETS), help="preset of the task (default: cpu)")

@@ -212,12 +212,12 @@ def plot(rows: list[dict], png_path: Path) -> Path | None:
     for r in rows:
         if not r["val_curve"]:
             continue
-        (line,) = by_step.plot(*zip(*r["val_curve"]), lw=1.5, label=f"{r['kind']} (best {r['best_val_loss']:.3f} at {r['best_step']})")
+        (line,) = by_step.plot(*zip(*r["val_curve"]), lw=1.5, marker=".", ms=3, label=f"{r['kind']} (best {r['best_val_loss']:.3f} at {r['best_step']})")
         if r["paper_val_loss"] is not None:
             by_step.axhline(r["paper_val_loss"], color=line.get_color(), ls="--", lw=0.8, label=f"paper {r['kind']} {r['paper_val_loss']:.3f}")
         times = [(t / 3600, v) for t, v in r["val_time_curve"] if t is not None]
         if times:
-            by_time.plot(*zip(*times), lw=1.5, color=line.get_color(), label=r["kind"])
+            by_time.plot(*zip(*times), lw=1.5, marker=".", ms=3, color=line.get_color(), label=r["kind"])
     for target in (rows[0]["time_to_loss"] if rows else {}):
         by_time.axhline(float(target), color="grey", ls=":", lw=0.8)
     clock = rows[0]["clock"] if rows else "wall"

@@ -423,7 +423,7 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
                     for k, v in record.items():
-                        if k != "step":
+                        if k != "step" and isinstance(v, (int, float)):  # not the budget's [seconds, clock]
                             writer.add_scalar(k, v, self.step)
                 if self.step % ckpt_every == 0 or final or stop:
                     self.save()
