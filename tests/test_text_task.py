@@ -109,3 +109,15 @@ def test_byte_tokenizer_round_trip_and_streamed_decoding():
     assert tokenizer_from_dict("abc").decode([2, 0]) == "ca"  # a Shakespeare run's stored characters
     with pytest.raises(ValueError, match="a tokenizer must be"):
         tokenizer_from_dict({"type": "bpe"})
+
+
+def test_window_validation_reads_the_held_out_split_of_the_text(tmp_path):
+    """--validation windows on your own text: fixed windows of its memory-mapped validation split."""
+    import json
+
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "text", "--data", str(tmp_path / "a.txt"), "--out", str(out), *TINY, "--steps", "2",
+                 "--validation", "windows", "--val-windows", "3"]) == 0
+    evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert evals and all(r["val_windows"] == 3 for r in evals)
