@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+
+import pytest
 import torch
 
 from minrnn import functional as F
@@ -45,3 +48,13 @@ def random_mask(B, T):
 
 def rel_err(x, ref):
     return ((x.double() - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+# The Mamba baseline needs the optional `mamba` extra (mambapy; in the `test` extra too).
+HAS_MAMBAPY = importlib.util.find_spec("mambapy") is not None
+needs_mambapy = pytest.mark.skipif(not HAS_MAMBAPY, reason="needs the mamba extra (pip install mambapy)")
+
+
+def kind_params(kinds) -> list:
+    """Model kinds as pytest parameters, "mamba" skipped where mambapy is not installed."""
+    return [pytest.param(k, marks=needs_mambapy) if k == "mamba" else k for k in kinds]

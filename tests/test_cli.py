@@ -93,3 +93,41 @@ def test_backend_flag_sets_the_layers_backend(tmp_path, monkeypatch):
     assert seen == [["torch"]]
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["train"]["backend"] == "torch"
+
+
+def test_report_time_to_loss_and_loss_at_a_common_time(tmp_path, capsys):
+    """Time columns on either clock, the first validation at or below each target ("not reached"
+    otherwise), the best validation loss within --at-time, and a run cut short by its budget."""
+    run = tmp_path / "run"
+    assert main(["train", "shakespeare", "--steps", "4", "--out", str(run), *TINY, "--eval-every", "1"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r, loss, t in zip(records, [1.9, 1.58, 1.62, 1.57], [10.0, 20.0, 30.0, 40.0]):
+        r.update(val_loss=loss, time=t, cpu_time=2 * t, tokens=100)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**result, "stopped": "time_budget"}))
+
+    assert main(["report", str(run), "--out", str(tmp_path / "t"), "--at-time", "25"]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["runs"]
+    assert row["time_to_loss"] == {"1.6": {"step": 2, "time_s": 20.0}, "1.55": None}
+    assert (row["best_val_loss"], row["best_step"], row["best_time_s"]) == (1.57, 4, 40.0)
+    assert row["tokens_per_s"] == 400 / 40.0 and row["at_time"]["best_val_loss"] == 1.58 and not row["at_time"]["short"]
+    table = (tmp_path / "t.md").read_text()
+    assert "| time to 1.6 | time to 1.55 | best val loss by 0.4 min |" in table
+    assert "| 0.3 min (step 2) | not reached | 1.5800 |" in table and "(time budget)" in table
+    assert "20 random batches" not in table and "2 random batches of 4" in table
+
+    assert main(["report", str(run), "--out", str(tmp_path / "c"), "--clock", "cpu_time", "--at-time", "100",
+                 "--time-to-loss", "1.58"]) == 0
+    (row,) = json.loads((tmp_path / "c.json").read_text())["runs"]
+    assert row["time_to_loss"] == {"1.58": {"step": 2, "time_s": 40.0}} and row["best_time_s"] == 80.0
+    assert row["at_time"]["short"]  # stopped by its budget at 80 s, before 100 s
+    assert "– (ran 1.3 min)" in (tmp_path / "c.md").read_text() and "process CPU clock" in (tmp_path / "c.md").read_text()
+
+    # the validation that ended a 75 s budget (at 80 s, past it by part of a step) counts as at 75 s
+    records[-1].update(budget_stop=True, budget=[75.0, "cpu_time"])
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["report", str(run), "--out", str(tmp_path / "b"), "--clock", "cpu_time", "--at-time", "75"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["at_time"]["best_val_loss"] == 1.57
+    assert main(["report", str(run), "--out", str(tmp_path / "b"), "--clock", "wall", "--at-time", "35"]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["at_time"]["best_val_loss"] == 1.58  # another clock

@@ -63,6 +63,9 @@ MODEL_CASES = [
     (["--activation", "nope"], "activation must be one of"),
     (["--tie-weights", "maybe"], "expected a boolean"),
     (["--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+    (["--d-state", "4"], "--d-state does not apply to --model mingru"),
+    (["--expand", "2"], "--expand does not apply to --model mingru"),
+    (["--d-conv", "4"], "--d-conv does not apply to --model mingru"),
     (["--model", "nope"], "invalid choice"),
     (["--preset", "nope"], "invalid choice"),
 ]
@@ -91,6 +94,11 @@ TRAIN_CASES = [
     (["--tensorboard", "maybe"], "expected a boolean"),
     (["--on-nonfinite", "nope"], "on_nonfinite must be 'stop' or 'skip'"),
     (["--dtype", "float16"], "dtype must be one of ['float32', 'bf16']"),
+    (["--validation", "nope"], "validation must be one of ['random', 'windows']"),
+    (["--val-windows", "-1"], "val_windows must be >= 0"),
+    (["--time-budget", "-1"], "time_budget must be >= 0"),
+    (["--time-budget", "inf"], "time_budget must be a finite number"),
+    (["--budget-clock", "cpu"], "budget_clock must be one of ['wall', 'cpu_time']"),
 ]
 # Flags of the offline-RL task config (train rl and ablate rl).
 RL_CASES = [
@@ -116,6 +124,9 @@ DECISION_CASES = [
     (["--activation", "log"], "--activation does not apply to --model mingru"),
     (["--tie-weights", "maybe"], "expected a boolean"),
     (["--n-heads", "4"], "--n-heads does not apply to --model mingru"),
+    (["--d-state", "4"], "--d-state does not apply to --model mingru"),
+    (["--expand", "2"], "--expand does not apply to --model mingru"),
+    (["--d-conv", "4"], "--d-conv does not apply to --model mingru"),
 ]
 if not torch.cuda.is_available():
     TRAIN_CASES.append((["--device", "cuda"], "no usable CUDA GPU"))
@@ -166,6 +177,13 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "shakespeare"), ["--out", "{foreign}"], "holds files that are not a minrnn run"),
     (("train", "shakespeare"), ["--resume"], "nothing to resume"),
     (("train", "shakespeare"), ["--model", "transformer", "--n-heads", "5"], "multiple of n_heads"),
+    (("train", "shakespeare"), ["--model", "mamba", "--d-state", "0"], "d_state must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--expand", "0"], "expand must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--d-conv", "0"], "d_conv must be > 0"),
+    (("train", "shakespeare"), ["--model", "mamba", "--expansion", "3"], "--expansion does not apply to --model mamba"),
+    (("train", "shakespeare"), ["--model", "mamba", "--n-heads", "2"], "--n-heads does not apply to --model mamba"),
+    (("train", "selective-copy"), ["--model", "mamba", "--conv-kernel", "4"], "--conv-kernel does not apply to --model mamba"),
+    (("train", "shakespeare"), ["--val-windows", "5"], "applies to validation 'windows' only (pass --validation windows)"),
     *((("train", "text"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES),
     (("train", "text"), ["--data", "/nonexistent/texts"], "no such file or folder"),
     (("train", "text"), ["--data", "{file}"], "the training split has"),
@@ -176,6 +194,7 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("train", "text"), ["--resume"], "nothing to resume"),
     *((("train", "selective-copy"), flags, msg) for flags, msg in MODEL_CASES + TRAIN_CASES + COPY_CASES),
     (("train", "selective-copy"), ["--vocab-size", "2"], "vocab_size must be >= 3"),
+    (("train", "selective-copy"), ["--validation", "windows"], "needs a task with a fixed held-out split"),
     (("train", "selective-copy"), ["--out", "{file}/run"], "which is a file, not a folder"),
     (("train", "selective-copy"), ["--resume"], "nothing to resume"),
     *((("ablate", "selective-copy"), flags, msg) for flags, msg in TRAIN_CASES + COPY_CASES),
@@ -207,6 +226,11 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("convert", "lucidrains"), ["--tokenizer", "byte"], "a byte tokenizer needs a model of 256 tokens; this minLM has 5"),
     (("report",), ["--out", "{file}/table"], "is a file, not a folder"),
     (("report",), ["--title"], "expected one argument"),
+    (("report",), ["--clock", "cpu"], "invalid choice"),
+    (("report",), ["--at-time", "0"], "at_time must be a number of seconds > 0"),
+    (("report",), ["--at-time", "nan"], "at_time must be a number of seconds > 0"),
+    (("report",), ["--time-to-loss", "1.6,x"], "comma-separated list of float"),
+    (("report",), ["--time-to-loss", "inf"], "time_to_loss must be a non-empty list of finite losses"),
     *((("train", "rl"), flags, msg) for flags, msg in TRAIN_CASES + RL_CASES + DECISION_CASES),
     (("train", "rl"), ["--layers", "0"], "n_layers must be > 0"),
     (("train", "rl"), ["--cell", "nope"], "unknown model kind 'nope'"),

@@ -7,7 +7,8 @@ import torch
 
 from minrnn.cli import main
 from minrnn.generation import generate, sample_next
-from minrnn.models import LMConfig, MinRNNLM, RNNConfig, RNNLM, TransformerConfig, TransformerLM
+from minrnn.models import LMConfig, MambaConfig, MambaLM, MinRNNLM, RNNConfig, RNNLM, TransformerConfig, TransformerLM
+from tests.helpers import kind_params
 
 
 def make(kind: str) -> torch.nn.Module:
@@ -15,6 +16,8 @@ def make(kind: str) -> torch.nn.Module:
     if kind in ("mingru", "minlstm"):
         cfg = LMConfig(vocab_size=11, d_model=12, n_layers=2, cell=kind, expansion=1.5, conv_kernel=4, dropout=0.1)
         model = MinRNNLM(cfg)
+    elif kind == "mamba":
+        model = MambaLM(MambaConfig(vocab_size=11, d_model=12, n_layers=2, d_state=5, dropout=0.1))
     elif kind == "transformer":
         model = TransformerLM(TransformerConfig(vocab_size=11, d_model=12, n_layers=2, n_heads=3, context=64, dropout=0.1))
     else:
@@ -22,7 +25,7 @@ def make(kind: str) -> torch.nn.Module:
     return model.double().eval()
 
 
-KINDS = ["mingru", "minlstm", "transformer", "gru", "lstm"]
+KINDS = kind_params(["mingru", "minlstm", "transformer", "gru", "lstm", "mamba"])
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -11,7 +11,8 @@ import torch
 from minrnn import functional
 
 HEAVY = ["torch._dynamo", "triton", "numba", "huggingface_hub", "matplotlib", "gymnasium", "minrnn.tasks", "minrnn.rl",
-         "minrnn.train.trainer"]
+         "minrnn.train.trainer",
+         "mambapy"]
 
 
 def test_import_minrnn_imports_nothing_heavy():

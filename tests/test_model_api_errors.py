@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minrnn.models import MODEL_KINDS, build_model, model_config
+from tests.helpers import kind_params
 
 V = 11
 
@@ -19,7 +20,7 @@ def make(kind: str) -> torch.nn.Module:
     return build_model(arch, config).eval()
 
 
-KINDS = list(MODEL_KINDS)
+KINDS = kind_params(MODEL_KINDS)
 BAD_IDS = {
     "float ids": (torch.zeros(2, 5), "int64 (or int32) tensor of shape (B, T)"),
     "1-D ids": (torch.zeros(5, dtype=torch.long), "shape (B, T)"),

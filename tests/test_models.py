@@ -5,6 +5,7 @@ import torch
 
 from minrnn import CausalConv1d, LMConfig, MinRNNBlock, MinRNNLM
 from minrnn.generation import generate, sample_next
+from tests.helpers import HAS_MAMBAPY
 
 
 def test_causal_conv_step_equals_forward_and_is_causal():
@@ -115,6 +116,8 @@ def test_registry_builds_every_kind_and_refuses_flags_it_does_not_read():
 
     settings = dict(vocab_size=11, d_model=8, n_layers=2, dropout=0.0, n_heads=2, expansion=3.0)
     for kind in MODEL_KINDS:
+        if kind == "mamba" and not HAS_MAMBAPY:
+            continue
         arch, config = model_config(kind, settings, context=16)
         model = build_model(arch, config)
         logits, _ = model(torch.randint(0, 11, (2, 5)))
@@ -127,6 +130,11 @@ def test_registry_builds_every_kind_and_refuses_flags_it_does_not_read():
         check_options("gru", ["d_model", "expansion"])
     with pytest.raises(ValueError, match="--n-heads does not apply to --model mingru"):
         check_options("mingru", ["n_heads"])
+    check_options("mamba", ["d_state", "expand", "d_conv", "dropout"])
+    with pytest.raises(ValueError, match="--expansion does not apply to --model mamba"):
+        check_options("mamba", ["expansion"])
+    with pytest.raises(ValueError, match="--d-state does not apply to --model mingru"):
+        check_options("mingru", ["d_state"])
     with pytest.raises(ValueError, match="unknown model kind 'nope'"):
         check_options("nope", [])
 

@@ -453,3 +453,103 @@ def test_paper_preset_matches_the_paper():
     assert model.mlp_ratio > 0  # Conv4 -> minRNN -> MLP blocks
     assert (train.lr, train.batch_size, train.context, train.grad_clip, train.steps, train.eval_every) == (1e-3, 64, 256, 0.25, 5000, 25)
     assert (train.grad_accum, train.beta1) == (1, 0.9)
+
+
+# --- deterministic validation ----------------------------------------------------------------------
+
+
+def test_fixed_windows_cover_the_split_without_overlap():
+    from minrnn.data.text import fixed_windows
+
+    tokens = torch.arange(1000)
+    x, y = fixed_windows(tokens, 32)
+    assert x.shape == y.shape == (31, 32)  # (1000 - 1) // 32 windows of 33 tokens
+    assert torch.equal(x.flatten(), tokens[: 31 * 32]) and torch.equal(y, x + 1)
+    xs, _ = fixed_windows(tokens, 32, 4)  # evenly spaced: windows 0, 7, 15, 23
+    assert torch.equal(xs[:, 0], torch.tensor([0, 7, 15, 23]) * 32)
+    assert torch.equal(fixed_windows(tokens.numpy(), 32, 100)[0], x)  # n >= N: all; numpy like torch
+    with pytest.raises(ValueError, match="need more than context"):
+        fixed_windows(tokens[:32], 32)
+
+
+def test_window_validation_is_a_fixed_pass_over_the_split(tmp_path, data):
+    from minrnn.data.text import fixed_windows
+
+    cfg = tiny_config(steps=4, eval_every=2, validation="windows", val_windows=10, batch_size=3)
+    val_set = fixed_windows(data.val, cfg.context, cfg.val_windows)
+    trainer = Trainer(tiny_model(), shakespeare.batch_fn(data, cfg), cfg, tmp_path / "run", val_set=val_set)
+    record = trainer.validate()
+    assert record["val_windows"] == 10
+    # the mean over the 10 windows, read in slices of 3, 3, 3, 1
+    trainer.model.eval()
+    with torch.no_grad():
+        logits, _ = trainer.model(val_set[0])
+        expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), val_set[1].flatten()).item()
+    assert record["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert trainer.validate() == record  # deterministic
+    trainer.fit()
+    evals = [r for r in read_metrics(tmp_path / "run") if "val_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(r["val_windows"] == 10 for r in evals)
+
+
+def test_window_validation_needs_a_held_out_split(tmp_path, data):
+    cfg = tiny_config(validation="windows")
+    with pytest.raises(ValueError, match="needs a task with a fixed held-out split"):
+        Trainer(tiny_model(), shakespeare.batch_fn(data, cfg), cfg, tmp_path / "run")
+    with pytest.raises(ValueError, match="applies to validation 'windows' only"):
+        tiny_config(val_windows=5)
+
+
+def test_cli_window_validation_counts_the_whole_split(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "shakespeare", "--out", str(out), *TINY_FLAGS, "--steps", "1", "--validation", "windows"]) == 0
+    assert "validation: all non-overlapping val windows of 32" in capsys.readouterr().out
+    assert read_metrics(out)[-1]["val_windows"] == (111_540 - 1) // 32
+
+
+# --- compute budget ----------------------------------------------------------------------------------
+
+
+def test_time_budget_stops_validated_and_resumes_exactly_with_a_larger_one(tmp_path, data):
+    """A run that spent its budget stops after that step with a validation and a checkpoint; the
+    clocks are kept across resume, and a larger budget continues the run as if never stopped."""
+    cfg = tiny_config(steps=8, eval_every=4)
+    get_batch = shakespeare.batch_fn(data, cfg)
+    Trainer(tiny_model(), get_batch, cfg, tmp_path / "full").fit()
+
+    run = tmp_path / "budget"
+    short = tiny_config(steps=8, eval_every=4, time_budget=1e-9, budget_clock="cpu_time")  # spent by the first step
+    trainer = Trainer(tiny_model(), get_batch, short, run)
+    record = trainer.fit()
+    assert record["step"] == 1 and record["budget_stop"] and record["budget"] == [1e-9, "cpu_time"] and "val_loss" in record
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 1
+    assert load_checkpoint(run / CHECKPOINT)["cpu_time"] == trainer.cpu_time > 0
+    again = Trainer(tiny_model(), get_batch, short, run)
+    again.resume()
+    assert again.fit()["step"] == 1  # the same budget: nothing left to train
+
+    longer = tiny_config(steps=8, eval_every=4, time_budget=1e6, budget_clock="cpu_time")
+    resumed = Trainer(tiny_model(seed=5), get_batch, longer, run)
+    resumed.resume()
+    assert resumed.cpu_time == trainer.cpu_time and resumed.elapsed == trainer.elapsed
+    assert resumed.fit()["step"] == 8
+    a, b = read_metrics(tmp_path / "full"), read_metrics(run)
+    assert [r["step"] for r in b] == list(range(1, 9))
+    assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], rel=1e-6)
+    assert b[-1]["val_loss"] == pytest.approx(a[-1]["val_loss"], rel=1e-6)
+    cpu = [r["cpu_time"] for r in b]
+    assert cpu == sorted(cpu) and all("tok_s" in r and "time" in r and "wall" in r for r in b)
+
+
+def test_cli_time_budget_ends_the_run_and_a_larger_one_extends_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--steps", "6", "--eval-every", "3"]
+    assert main(["train", "shakespeare", "--out", str(out), *flags, "--time-budget", "1e-9", "--budget-clock", "wall"]) == 0
+    assert "done: step 1 (time budget spent)" in capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert result["stopped"] == "time_budget" and result["step"] == 1
+    assert main(["train", "shakespeare", "--out", str(out), "--resume"]) == 0
+    assert "already ended" in capsys.readouterr().out  # the same budget: nothing to do
+    assert main(["train", "shakespeare", "--out", str(out), "--resume", "--time-budget", "0"]) == 0  # no budget
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 7))
+    assert json.loads((out / "result.json").read_text())["stopped"] == "finished"

@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", help="run folders written by `minrnn train` (finished or not)")
     report.add_argument("--out", required=True, help="path stem: writes <out>.json, <out>.md and <out>.png")
     report.add_argument("--title", default=None, help="table title (default: task and preset)")
+    report.add_argument("--clock", default="wall", choices=["wall", "cpu_time"],
+                        help="the clock of the time columns: training wall time or its process CPU time, validation excluded (default: wall)")
+    report.add_argument("--time-to-loss", default="1.60,1.55", help="comma-separated validation losses: when each run first reached them (default: 1.60,1.55)")
+    report.add_argument("--at-time", type=float, default=None, metavar="SECONDS", help="add each run's best validation loss within this many seconds on --clock (a common budget)")
 
     bench = sub.add_parser("bench", help="benchmarks: training-step runtime (paper Fig. 1), scan vs memory bandwidth, generation")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -299,7 +303,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         close_distributed()
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("val_", "test_", "best_val")) and isinstance(v, float))
     if info.is_main:
-        print(f"done: step {result.get('step')}{' (early stop)' if result.get('early_stop') else ''}, {shown} "
+        ended = {"early_stop": " (early stop)", "time_budget": " (time budget spent)"}.get(result.get("stopped"), "")
+        print(f"done: step {result.get('step')}{ended}, {shown} "
               f"(best at step {result.get('best_step')}); run folder {args.out}")
     return 0
 
@@ -420,7 +425,7 @@ def _bench_generate(args: argparse.Namespace, log) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from minrnn.tasks.report import write_report
 
-    payload = write_report(args.run_dirs, args.out, args.title)
+    payload = write_report(args.run_dirs, args.out, args.title, args.clock, parse_list(args.time_to_loss, float), args.at_time)
     print(payload["table"])
     return 0
 

@@ -137,6 +137,20 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer | None:
         raise ValueError(f"{path} is not a readable tokenizer: {e}") from None
 
 
+def fixed_windows(data: Tensor | np.ndarray, context: int, n: int = 0) -> tuple[Tensor, Tensor]:
+    """The non-overlapping windows of 1-D tokens as (x, y), each (N, context) int64: window i is
+    data[i * context : (i + 1) * context + 1], x its first context tokens and y its last (x shifted
+    by one), for every i that fits. With ``n`` > 0, n of them evenly spaced (window i * N // n for
+    i < n; all N if n >= N). A fixed validation set: every evaluation reads the same tokens."""
+    total = (len(data) - 1) // context
+    if total < 1:
+        raise ValueError(f"data has {len(data)} tokens, need more than context={context}")
+    starts = torch.arange(total) if n <= 0 or n >= total else torch.arange(n) * total // n
+    index = (starts * context).unsqueeze(1) + torch.arange(context + 1)
+    windows = torch.from_numpy(data[index.numpy()].astype(np.int64)) if isinstance(data, np.ndarray) else data[index].long()
+    return windows[:, :-1], windows[:, 1:]
+
+
 def random_windows(data: Tensor | np.ndarray, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Sample (x, y) of shape (batch_size, context) int64 from 1-D tokens (a tensor, or a numpy
     array such as a memory-mapped token file, of which only the windows are read); y is x shifted

@@ -31,6 +31,7 @@ from minrnn.models.backbones import MinRNNBackbone, RNNBackbone, TransformerBack
 from minrnn.models.baselines import RNNConfig, RNNLM, TransformerConfig, TransformerLM
 from minrnn.models.decision import DecisionConfig, DecisionModel
 from minrnn.models.lm import LMConfig, MinRNNLM
+from minrnn.models.mamba import MambaConfig, MambaLM  # imports mambapy only when a MambaLM is built
 
 # arch name (as saved in a run's config) -> (config dataclass, model class)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
@@ -128,6 +129,15 @@ register_kind(ModelKind(
 ))
 register_kind(ModelKind("gru", "rnn", "nn.GRU language model baseline", _rnn_config("gru"), backbone=_rnn_backbone("gru")))
 register_kind(ModelKind("lstm", "rnn", "nn.LSTM language model baseline", _rnn_config("lstm"), backbone=_rnn_backbone("lstm")))
+_MAMBA_OPTIONS = ("d_state", "expand", "d_conv")
+register_kind(
+    ModelKind(
+        "mamba", "mamba", "Mamba baseline on mambapy (pip install 'minrnn[mamba]')",
+        lambda settings, context: MambaConfig(**_common(settings), **{k: settings[k] for k in _MAMBA_OPTIONS if k in settings}),
+        _MAMBA_OPTIONS,
+    ),
+    arch=(MambaConfig, MambaLM),
+)
 
 
 def get_kind(name: str) -> ModelKind:

@@ -91,8 +91,8 @@ def run_ablation(
     """
     if n_seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {n_seeds}")
-    if not cells or any(c not in ("mingru", "minlstm") for c in cells):
-        raise ValueError(f"cells must be a non-empty list of mingru / minlstm, got {cells}")
+    if not cells or any(c not in task.MODEL_KINDS for c in cells):
+        raise ValueError(f"cells must be a non-empty list of {' / '.join(task.MODEL_KINDS)}, got {cells}")
     if not layers or any(n < 1 for n in layers):
         raise ValueError(f"layers must be a non-empty list of positive depths, got {layers}")
     out = _grid_folder(out_dir)

@@ -43,6 +43,9 @@ class TaskSetup:
     metrics_fn: MetricsFn | None = None
     early_stop: Callable[[dict], bool] | None = None
     extra: dict = field(default_factory=dict)  # stored in the checkpoint (e.g. the tokenizer)
+    # (inputs, targets), each (N, ...): the fixed held-out set of TrainConfig.validation "windows"
+    # (None: the task has none; such a run is refused)
+    val_set: tuple[Any, Tensor] | None = None
     summary: str = ""  # printed before training, after the parameter count
 
 
@@ -284,6 +287,7 @@ def _train_run(task: ModuleType, config: dict, out: Path, resume: bool, reuse: b
         extra={"config": config, **run.extra},
         metrics_fn=run.metrics_fn,
         early_stop=run.early_stop,
+        val_set=run.val_set,
     )
     if resume:
         trainer.resume()
@@ -301,7 +305,7 @@ def _train_run(task: ModuleType, config: dict, out: Path, resume: bool, reuse: b
             diverged = {"stopped": "diverged", "step": e.step, "nonfinite": nonfinite, "checkpoint_step": e.checkpoint_step}
             _write_result(out, {**diverged, **best, **_best(trainer)})
         raise
-    result["stopped"] = "early_stop" if result.get("early_stop") else "finished"
+    result["stopped"] = "early_stop" if result.get("early_stop") else "time_budget" if result.get("budget_stop") else "finished"
     result.update({**best, **_best(trainer)})
     finish = getattr(task, "finish", None)
     if finish is not None:
@@ -325,13 +329,20 @@ def _write_result(out: Path, result: dict) -> None:
 
 def _ended_run(out: Path, train_cfg: TrainConfig) -> dict | None:
     """The result of the run in ``out`` if it has ended (finished or stopped early; a diverged run
-    is retried from its checkpoint) and ``train_cfg`` asks for no more steps than it planned."""
+    is retried from its checkpoint) and ``train_cfg`` asks for no more steps than it planned, nor,
+    for a run that spent its time budget, more time (or no budget) on the same clock."""
     result = read_result(out)
     config = read_json(out / "config.json")
     if result is None or result.get("stopped") == "diverged" or not is_run_config(config):
         return None
     planned = config["train"].get("steps")
-    return result if isinstance(planned, int) and train_cfg.steps <= planned else None
+    if not (isinstance(planned, int) and train_cfg.steps <= planned):
+        return None
+    if result.get("stopped") == "time_budget":
+        budget, clock = config["train"].get("time_budget", 0.0), config["train"].get("budget_clock", "wall")
+        if train_cfg.time_budget == 0 or train_cfg.time_budget > budget or train_cfg.budget_clock != clock:
+            return None
+    return result
 
 
 def _finished_result(out: Path, config: dict) -> dict | None:

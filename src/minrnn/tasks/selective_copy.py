@@ -78,7 +78,9 @@ PRESETS: dict[str, tuple[LMConfig, TrainConfig, TaskConfig]] = {
     ),
 }
 DEFAULT_PRESET = "cpu"
-MODEL_KINDS = ("mingru", "minlstm")
+# mamba: mambapy's Mamba blocks (the optional `mamba` extra) of the preset's width and depth, the
+# Mamba paper's state 16, expansion 2 and conv 4 (the paper's Table 2 baseline, S6).
+MODEL_KINDS = ("mingru", "minlstm", "mamba")
 
 
 def configs(name: str) -> tuple[LMConfig, TrainConfig, TaskConfig]:

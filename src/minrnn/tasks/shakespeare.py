@@ -10,7 +10,10 @@ steps, cosine decay to lr / 10 at the last step, weight decay 0.1, betas (0.9, 0
 Model kinds (``--model``): ``mingru`` / ``minlstm`` (MinRNNLM), and the baselines ``transformer``
 (nanoGPT's shakespeare_char GPT in the paper preset: 6 layers, 6 heads, width 384, dropout 0.2, the
 paper's Transformer baseline), ``gru`` / ``lstm`` (nn.GRU / nn.LSTM LMs of the preset's width and
-depth). Width, depth and dropout come from the preset and its flags for every kind.
+depth), ``mamba`` (mambapy's Mamba blocks, the optional ``mamba`` extra: width 384, 6 layers, state
+16, expansion 2 in the paper preset: 5.84M parameters, the nearest depth to minGRU's 6.26M; the
+paper does not give its Mamba's size). Width and dropout come from the preset and its flags for
+every kind, depth too except where `KIND_DEFAULTS` says.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from minrnn.data.shakespeare import TextSplits, load_shakespeare
-from minrnn.data.text import random_windows, tokenizer_from_checkpoint  # noqa: F401 (tokenizer_from_checkpoint: kept here for callers)
+from minrnn.data.text import fixed_windows, random_windows, tokenizer_from_checkpoint  # noqa: F401 (tokenizer_from_checkpoint: kept here for callers)
 from minrnn.models.lm import LMConfig
 from minrnn.tasks.base import TaskSetup
 from minrnn.train.config import TrainConfig
@@ -52,15 +55,17 @@ PAPER = {
         "mingru": {"val_loss": 1.548, "best_step": 575},
         "minlstm": {"val_loss": 1.555, "best_step": 625},
         "transformer": {"val_loss": 1.547, "best_step": 2000},
+        "mamba": {"val_loss": 1.575, "best_step": 400},
     }
 }
-MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm")
+MODEL_KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm", "mamba")
 # Per preset, what a model kind uses instead of the preset's model settings where no flag is given:
 # the Transformer baseline's depth and heads (paper: nanoGPT's shakespeare_char model, the paper's
-# Transformer baseline).
+# Transformer baseline), and Mamba's depth (the parameter count nearest to minGRU's: paper preset
+# 5.84M against 6.26M, small 0.48M against 0.48M).
 KIND_DEFAULTS = {
-    "paper": {"transformer": {"n_layers": 6, "n_heads": 6}},
-    "small": {"transformer": {"n_layers": 2, "n_heads": 4}},
+    "paper": {"transformer": {"n_layers": 6, "n_heads": 6}, "mamba": {"n_layers": 6}},
+    "small": {"transformer": {"n_layers": 2, "n_heads": 4}, "mamba": {"n_layers": 4}},
 }
 
 
@@ -89,8 +94,17 @@ def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> T
     return TaskSetup(
         get_batch=batch_fn(data, train_cfg),
         extra={"tokenizer": data.tokenizer.chars},  # its characters, as runs have always stored it
-        summary=f"{len(data.train):,} train / {len(data.val):,} val tokens",
+        summary=f"{len(data.train):,} train / {len(data.val):,} val tokens" + validation_summary(train_cfg),
+        val_set=fixed_windows(data.val, train_cfg.context, train_cfg.val_windows) if train_cfg.validation == "windows" else None,
     )
+
+
+def validation_summary(train_cfg: TrainConfig) -> str:
+    """What a validation reads, for the run's first line."""
+    if train_cfg.validation == "windows":
+        which = f"{train_cfg.val_windows} evenly spaced" if train_cfg.val_windows else "all"
+        return f"; validation: {which} non-overlapping val windows of {train_cfg.context}"
+    return f"; validation: {train_cfg.eval_iters} random batches"
 
 
 __all__ = ["MODEL_KINDS", "KIND_DEFAULTS", "PRESETS", "DEFAULT_PRESET", "PAPER", "TaskConfig", "configs", "setup", "batch_fn"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from minrnn.data.corpus import load_corpus
-from minrnn.data.text import TOKENIZERS, random_windows
+from minrnn.data.text import TOKENIZERS, fixed_windows, random_windows
 from minrnn.models.lm import LMConfig
 from minrnn.tasks import shakespeare
 from minrnn.tasks.base import TaskSetup
@@ -98,7 +98,8 @@ def setup(model_config: dict, train_cfg: TrainConfig, task_cfg: TaskConfig) -> T
         get_batch=get_batch,
         extra={"tokenizer": corpus.tokenizer.to_dict()},
         summary=f"{files}, {task_cfg.tokenizer} tokenizer ({corpus.tokenizer.vocab_size} symbols), "
-        f"{len(train):,} train / {len(val):,} val tokens",
+        f"{len(train):,} train / {len(val):,} val tokens" + shakespeare.validation_summary(train_cfg),
+        val_set=fixed_windows(val, train_cfg.context, train_cfg.val_windows) if train_cfg.validation == "windows" else None,
     )
 
 

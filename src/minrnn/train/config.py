@@ -10,6 +10,10 @@ from minrnn import functional
 
 # TrainConfig.dtype -> the autocast dtype (None: no autocast)
 DTYPES = {"float32": None, "bf16": "bfloat16"}
+# TrainConfig.validation: random batches (eval_iters of them) or a fixed pass over held-out windows
+VALIDATIONS = ("random", "windows")
+# TrainConfig.budget_clock: the clock that TrainConfig.time_budget is counted in
+BUDGET_CLOCKS = ("wall", "cpu_time")
 
 
 @dataclass
@@ -34,7 +38,13 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 0.25  # max global grad norm; 0: no clipping
     eval_every: int = 25  # steps between validations (and best-checkpoint updates)
-    eval_iters: int = 20  # validation batches per evaluation
+    eval_iters: int = 20  # validation batches per evaluation (validation "random")
+    # What a validation reads: "random": eval_iters batches of random windows of the held-out split
+    # (drawn from a fixed seed, so every evaluation sees the same ones); "windows": one pass over the
+    # task's fixed held-out windows (a text task: its validation split cut into non-overlapping
+    # windows of context + 1 tokens), all of them or, with val_windows = N > 0, N evenly spaced ones.
+    validation: str = "random"
+    val_windows: int = 0  # with validation "windows": how many (0: all)
     ckpt_every: int = 0  # steps between checkpoints; 0: at every evaluation
     patience: int = 0  # stop after this many validations in a row without a new best val_loss; 0: never
     seed: int = 1337
@@ -48,15 +58,23 @@ class TrainConfig:
     # TrainingDiverged (the last checkpoint is kept), or "skip": go on with the next batch (counted
     # as skipped_steps in the metrics). A non-finite validation loss always stops the run.
     on_nonfinite: str = "stop"
+    # Compute budget: stop (validate and checkpoint) once `budget_clock` has reached time_budget
+    # seconds (0: no budget), counted over all sessions of a run (resume keeps it), so a run can be
+    # extended later with a larger --time-budget. Both clocks count the optimizer steps only,
+    # validation and checkpoints excluded: "wall" their wall-clock seconds (the metrics' `time`),
+    # "cpu_time" the process CPU seconds they took (the metrics' `cpu_time`: what a shared machine's
+    # other load does not inflate, at one thread close to the wall clock of an idle one).
+    time_budget: float = 0.0
+    budget_clock: str = "wall"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "context", "eval_every", "eval_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "ckpt_every", "patience", "grad_clip", "weight_decay", "lr", "min_lr"):
+        for name in ("warmup_steps", "ckpt_every", "patience", "grad_clip", "weight_decay", "lr", "min_lr", "time_budget"):
             if not getattr(self, name) >= 0:  # `not >=` also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "time_budget"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         for name in ("beta1", "beta2"):
@@ -68,6 +86,14 @@ class TrainConfig:
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.budget_clock not in BUDGET_CLOCKS:
+            raise ValueError(f"budget_clock must be one of {list(BUDGET_CLOCKS)}, got {self.budget_clock!r}")
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"validation must be one of {list(VALIDATIONS)}, got {self.validation!r}")
+        if self.val_windows < 0:
+            raise ValueError(f"val_windows must be >= 0 (0: all windows), got {self.val_windows}")
+        if self.val_windows and self.validation != "windows":
+            raise ValueError(f"val_windows={self.val_windows} applies to validation 'windows' only (pass --validation windows)")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         functional.check_backend(self.backend)

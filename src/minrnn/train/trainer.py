@@ -106,6 +106,10 @@ class Trainer:
     ``extra`` is stored in the checkpoints beside the weights (e.g. the tokenizer and the run
     config, JSON values or tensors) so that a run folder is self-contained.
 
+    ``val_set`` (inputs, targets), each (N, ...), is the task's fixed held-out set that a
+    validation reads in one pass when ``config.validation == "windows"`` (in micro-batches of
+    ``batch_size``; losses and metrics are means over its N rows, the record says ``val_windows``).
+
     ``metrics_fn`` adds metrics to each validation (recorded as ``val_<name>`` beside
     ``val_loss``); ``early_stop(record)`` is asked after each validation and ends training when it
     returns True (the record then has ``"early_stop": True``), as does ``config.patience``.
@@ -122,8 +126,13 @@ class Trainer:
         extra: dict | None = None,
         metrics_fn: MetricsFn | None = None,
         early_stop: Callable[[dict], bool] | None = None,
+        val_set: tuple[Inputs, Tensor] | None = None,
     ) -> None:
+        if config.validation == "windows" and val_set is None:
+            raise ValueError("validation 'windows' needs a task with a fixed held-out split (shakespeare, text); "
+                             "this one has none: use --validation random")
         self.config = config
+        self.val_set = val_set if config.validation == "windows" else None
         self.dist = dist_info()
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -150,6 +159,7 @@ class Trainer:
         self.best_val = math.inf
         self.best_step = 0
         self.elapsed = 0.0  # training wall time, summed over resumed sessions
+        self.cpu_time = 0.0  # process CPU time of the training steps, summed likewise
         self.wall = 0.0  # the same with validation and checkpointing included
         self.skipped_steps = 0  # steps not applied because their loss or gradient was NaN/Inf
         self.checkpoint_step: int | None = None  # step of the latest checkpoint on disk
@@ -168,23 +178,43 @@ class Trainer:
         compare)."""
         return self.validate()["val_loss"]
 
+    def _val_batches(self):
+        """(inputs, targets, weight) of one validation: ``eval_iters`` random batches drawn from a
+        fixed seed (weight 1 each), or the fixed ``val_set`` in slices of ``batch_size`` (weight:
+        the rows of the slice)."""
+        if self.val_set is None:
+            gen = torch.Generator().manual_seed(self.config.seed + 1)
+            for _ in range(self.config.eval_iters):
+                yield (*self.get_batch("val", gen), 1)
+            return
+        inputs, targets = self.val_set
+        n, bs = len(targets), self.config.batch_size
+        for i in range(0, n, bs):
+            x = {k: v[i : i + bs] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i : i + bs]
+            yield x, targets[i : i + bs], len(targets[i : i + bs])
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """``val_loss`` and ``val_<name>`` for each of ``metrics_fn``'s metrics, averaged over the
-        same fixed validation batches as `evaluate`."""
+        same fixed validation batches as `evaluate` (with a ``val_set``: over its rows, and
+        ``val_windows`` says how many)."""
         self.model.eval()
-        gen = torch.Generator().manual_seed(self.config.seed + 1)
         sums: dict[str, float] = {}
-        for _ in range(self.config.eval_iters):
-            x, y = (to_device(t, self.device) for t in self.get_batch("val", gen))
+        total = 0
+        for x, y, weight in self._val_batches():
+            x, y = to_device(x, self.device), to_device(y, self.device)
             with self._autocast():
                 values = {"loss": self.loss_fn(self.model, x, y).item()}
                 if self.metrics_fn is not None:
                     values.update(self.metrics_fn(self.model, x, y))
             for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v) * weight
+            total += weight
         self.model.train()
-        return {f"val_{k}": v / self.config.eval_iters for k, v in sums.items()}
+        out = {f"val_{k}": v / total for k, v in sums.items()}
+        if self.val_set is not None:
+            out["val_windows"] = total
+        return out
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -205,6 +235,7 @@ class Trainer:
             "best_val": self.best_val if math.isfinite(self.best_val) else None,
             "best_step": self.best_step,
             "elapsed": self.elapsed,
+            "cpu_time": self.cpu_time,
             "wall": self.wall,
             "skipped_steps": self.skipped_steps,
             "rng": rng,
@@ -236,6 +267,8 @@ class Trainer:
         self.best_val = payload.get("best_val") if payload.get("best_val") is not None else math.inf
         self.best_step = int(payload.get("best_step", 0))
         self.elapsed = float(payload.get("elapsed", 0.0))
+        # Checkpoints older than the CPU clock: their training wall time is the nearest figure.
+        self.cpu_time = float(payload.get("cpu_time", self.elapsed))
         # Checkpoints older than the wall clock: the training time is the best lower bound known.
         self.wall = float(payload.get("wall", self.elapsed))
         self.skipped_steps = int(payload.get("skipped_steps", 0))
@@ -300,6 +333,18 @@ class Trainer:
         self.step += 1
         return loss_value, norm_value, tokens * self.dist.world_size
 
+    def _over_budget(self) -> bool:
+        """Whether the run has spent ``config.time_budget`` (on rank 0's clock, which decides for
+        every rank)."""
+        cfg = self.config
+        if cfg.time_budget <= 0:
+            return False
+        spent = self.cpu_time if cfg.budget_clock == "cpu_time" else self.elapsed
+        over = spent >= cfg.time_budget
+        if self.dist.world_size > 1:
+            (over,) = _broadcast_flags(self.device, over)
+        return over
+
     def _out_of_patience(self) -> bool:
         """True once ``config.patience`` validations in a row brought no new best val_loss (counted
         from ``best_step``, so a resumed run counts on)."""
@@ -307,7 +352,7 @@ class Trainer:
         return cfg.patience > 0 and self.step - self.best_step >= cfg.patience * cfg.eval_every
 
     def fit(self) -> dict:
-        """Train until ``config.steps``; returns the last metrics record (of a run that had nothing
+        """Train until ``config.steps`` or until ``config.time_budget`` is spent; returns the last metrics record (of a run that had nothing
         left to train: the one on disk). Raises `TrainingDiverged` when the loss goes NaN/Inf (see
         ``TrainConfig.on_nonfinite``)."""
         cfg, main = self.config, self.dist.is_main
@@ -321,11 +366,12 @@ class Trainer:
         last: dict = {}
         session_tokens, session_time = 0, 0.0  # for the progress bar's average tokens/s
         tick = time.perf_counter()  # wall clock: a step's checkpoint write counts in the next step
-        while self.step < cfg.steps:
-            t0 = time.perf_counter()
+        while self.step < cfg.steps and not self._over_budget():
+            t0, c0 = time.perf_counter(), time.process_time()
             loss, grad_norm, tokens = self._train_step()
             dt = time.perf_counter() - t0
             self.elapsed += dt
+            self.cpu_time += time.process_time() - c0
             session_tokens, session_time = session_tokens + tokens, session_time + dt
             record = {
                 "step": self.step,
@@ -335,6 +381,7 @@ class Trainer:
                 "tokens": tokens,  # in this step's global batch
                 "tok_s": round(tokens / dt, 1),
                 "time": round(self.elapsed, 3),  # training seconds so far (evaluation excluded)
+                "cpu_time": round(self.cpu_time, 3),  # process CPU seconds of the same
             }
             nonfinite = {k: record[k] for k in ("train_loss", "grad_norm") if not math.isfinite(record[k])}
             if nonfinite and cfg.on_nonfinite == "stop":
@@ -346,7 +393,11 @@ class Trainer:
                 record["skipped"] = True
             if self.skipped_steps:
                 record["skipped_steps"] = self.skipped_steps
-            final = self.step == cfg.steps
+            out_of_time = self._over_budget()
+            if out_of_time:
+                record["budget_stop"] = True  # the last step of this budget: validated and saved
+                record["budget"] = [cfg.time_budget, cfg.budget_clock]  # which one (a resumed run may get a larger one)
+            final = self.step == cfg.steps or out_of_time
             evaluating, stop, diverged = self.step % cfg.eval_every == 0 or final, False, False
             if main and evaluating:
                 record.update(self.validate())  # val_loss and any metrics_fn metrics
