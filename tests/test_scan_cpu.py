@@ -203,6 +203,115 @@ def test_gradcheck(op, activation):
     assert torch.autograd.gradcheck(fn, (*xs, h0))
 
 
+# ----------------------------------------------------------------------------- packed ops
+
+
+PACKED = {"gru": F.min_gru_packed, "lstm": F.min_lstm_packed}
+
+
+def check_packed(op, B, T, H, h0_kind=None, masked=False, activation="g", dtype=torch.float32, pre=None,
+                 rtol=1e-4, atol=1e-5, loss="weighted"):  # fmt: skip
+    """The packed op (pre-activations side by side in one tensor) against the float64 reference:
+    values, d(pre) and dh0."""
+    n = N_INPUTS[op]
+    if pre is None:
+        pre = torch.randn(B, T, n * H, dtype=torch.float64).to(dtype).requires_grad_()
+    h0 = make_h0(h0_kind, B, H, dtype)
+    mask = make_mask(B, T) if masked else None
+    leaves = [pre] + ([h0] if h0 is not None else [])
+    out = PACKED[op](pre, h0, mask, activation=activation, backend="cpu")
+    assert out.dtype == pre.dtype and out.shape == (B, T, H)
+    ref = reference(op, list(pre.chunk(n, dim=-1)), h0, mask, activation)
+    torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
+    w = torch.randn(B, T, H, dtype=torch.float64)
+    if loss == "sum":  # grad_h arrives expanded (stride 0)
+        grads = torch.autograd.grad(out.sum(), leaves)
+        ref_grads = torch.autograd.grad(ref.sum(), leaves)
+    else:
+        grads = torch.autograd.grad((out * w.to(out.dtype)).sum(), leaves)
+        ref_grads = torch.autograd.grad((ref * w).sum(), leaves)
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == dtype and g.shape == r.shape and torch.isfinite(g).all()
+        torch.testing.assert_close(g.double(), r.double(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+@pytest.mark.parametrize("activation", ["g", "identity"])
+@pytest.mark.parametrize("h0_kind", [None, "neg"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("B, T, H", [(3, 37, 5), (1, 1, 1), (2, 1, 7), (1, 300, 100)])
+def test_packed_matches_reference(op, activation, h0_kind, masked, B, T, H):
+    # (1, 300, 100): B = 1 splits H into several lanes per row; T = 1 and H = 1 edge cases.
+    check_packed(op, B, T, H, h0_kind, masked, activation)
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_float64_exact_and_sum_loss(op):
+    check_packed(op, 2, 50, 4, "pos", masked=True, dtype=torch.float64, rtol=1e-11, atol=1e-12)
+    check_packed(op, 2, 50, 6, "neg", loss="sum")
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_strided_and_offset_inputs(op):
+    n, B, T, H = N_INPUTS[op], 3, 20, 6
+    # A column slice of a wider tensor: storage offset and B/T strides of the wider one, read in place.
+    wide = torch.randn(B, T, n * H + 5, requires_grad=True)
+    check_packed(op, B, T, H, "neg", masked=True, pre=wide[..., 2 : 2 + n * H])
+    # Last-dim stride != 1 (a transpose): copied first.
+    tr = torch.randn(B, n * H, T, requires_grad=True)
+    check_packed(op, B, T, H, None, pre=tr.transpose(1, 2))
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_equals_unpacked(op):
+    # Same kernels, so the same numbers: d(pre) written in place equals cat(d(gate), d(cand), ...).
+    n, B, T, H = N_INPUTS[op], 4, 33, 9
+    pre = torch.randn(B, T, n * H, requires_grad=True)
+    h0 = torch.randn(B, H, requires_grad=True)
+    mask = make_mask(B, T)
+    w = torch.randn(B, T, H)
+    out_p = PACKED[op](pre, h0, mask, backend="cpu")
+    gp = torch.autograd.grad((out_p * w).sum(), [pre, h0])
+    out_u = run(op, pre.chunk(n, dim=-1), h0, mask, "g")
+    gu = torch.autograd.grad((out_u * w).sum(), [pre, h0])
+    torch.testing.assert_close(out_p, out_u, rtol=0, atol=0)
+    for a, b in zip(gp, gu):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_half_precision(op, dtype):
+    check_packed(op, 2, 40, 8, "neg", masked=True, dtype=dtype, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_gradcheck(op):
+    B, T, H = 2, 6, 3
+    pre = torch.randn(B, T, N_INPUTS[op] * H, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    mask = make_mask(B, T)
+    assert torch.autograd.gradcheck(lambda p, h: PACKED[op](p, h, mask, backend="cpu"), (pre, h0))
+
+
+@pytest.mark.parametrize("op", ["gru", "lstm"])
+def test_packed_other_backends_split(op):
+    # Backends without a packed kernel run the unpacked op on the chunks: same result.
+    n = N_INPUTS[op]
+    pre = torch.randn(2, 7, n * 4)
+    h0 = torch.randn(2, 4)
+    ref = run(op, pre.chunk(n, dim=-1), h0, None, "g", backend="torch")
+    torch.testing.assert_close(PACKED[op](pre, h0, backend="torch"), ref)
+    torch.testing.assert_close(PACKED[op](pre, h0), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_bad_width_is_a_value_error():
+    with pytest.raises(ValueError, match="multiple of 3"):
+        F.min_lstm_packed(torch.randn(2, 3, 7))
+    with pytest.raises(ValueError, match=r"h0 has shape \(3, 4\), expected \(B, H\) = \(2, 4\)"):
+        F.min_gru_packed(torch.randn(2, 3, 8), torch.randn(3, 4))
+
+
 # ----------------------------------------------------------------------------- plumbing
 
 
@@ -343,6 +452,9 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(scan_cpu._min_gru_op, (gate, cand, h0, mask, "g"))
     torch.library.opcheck(scan_cpu._min_lstm_op, (gate, cand, cand.detach(), None, mask, "identity"))
     torch.library.opcheck(scan_cpu.linear_scan_cpu, (torch.rand(2, 5, 3), cand, h0))
+    pre2, pre3 = torch.randn(2, 5, 6, requires_grad=True), torch.randn(2, 5, 9, requires_grad=True)
+    torch.library.opcheck(scan_cpu._min_gru_packed_op, (pre2, h0, mask, "g"))
+    torch.library.opcheck(scan_cpu._min_lstm_packed_op, (pre3, None, None, "identity"))
 
 
 @pytest.mark.slow  # about 20-70 s of compilation on a busy 2-core machine

@@ -46,6 +46,8 @@ from minrnn.ops.scan_torch import linear_scan_torch
 __all__ = [
     "min_gru",
     "min_lstm",
+    "min_gru_packed",
+    "min_lstm_packed",
     "linear_scan",
     "min_gru_step",
     "min_lstm_step",
@@ -68,7 +70,9 @@ class Backend:
 
     ``scan`` alone suffices: the cells are then computed as elementwise coefficients + scan.
     A fused backend also gives ``min_gru`` / ``min_lstm`` taking the pre-activations directly
-    (same arguments as the public ops, inputs already checked). ``supports(x)`` says whether it
+    (same arguments as the public ops, inputs already checked), and may give ``min_gru_packed`` /
+    ``min_lstm_packed`` taking them as one (B, T, n * H) tensor (`min_gru_packed`); without
+    those, the packed ops split the tensor and call ``min_gru`` / ``min_lstm``. ``supports(x)`` says whether it
     can run on tensor x (device, dtype); automatic selection takes the first registered backend
     that supports the input.
     """
@@ -77,6 +81,8 @@ class Backend:
     scan: ScanFn
     min_gru: Callable[..., Tensor] | None = None
     min_lstm: Callable[..., Tensor] | None = None
+    min_gru_packed: Callable[..., Tensor] | None = None
+    min_lstm_packed: Callable[..., Tensor] | None = None
     supports: Callable[[Tensor], bool] = lambda x: True
     auto: bool = True  # eligible for automatic selection
     available: Callable[[], bool] = lambda: True  # can run on some device of this machine
@@ -158,6 +164,18 @@ def _cpu_min_lstm(*args, **kwargs) -> Tensor:
     return min_lstm_cpu(*args, **kwargs)
 
 
+def _cpu_min_gru_packed(*args, **kwargs) -> Tensor:
+    from minrnn.ops.scan_cpu import min_gru_packed_cpu
+
+    return min_gru_packed_cpu(*args, **kwargs)
+
+
+def _cpu_min_lstm_packed(*args, **kwargs) -> Tensor:
+    from minrnn.ops.scan_cpu import min_lstm_packed_cpu
+
+    return min_lstm_packed_cpu(*args, **kwargs)
+
+
 def _triton_scan(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
     from minrnn.ops.scan_triton import linear_scan
 
@@ -185,6 +203,8 @@ register_backend(
         scan=_cpu_scan,
         min_gru=_cpu_min_gru,
         min_lstm=_cpu_min_lstm,
+        min_gru_packed=_cpu_min_gru_packed,
+        min_lstm_packed=_cpu_min_lstm_packed,
         # device first: a CUDA-only machine never imports numba
         supports=lambda x: x.device.type == "cpu" and _cpu_kernels_available(),
         available=lambda: _cpu_kernels_available(),
@@ -461,6 +481,62 @@ def min_lstm(
     dtype, (forget, input, cand) = _unfused_inputs(mask, forget, input, cand)
     a, b = _apply_mask(*min_lstm_coeffs(forget, input, cand, activation), mask)
     return _run_scan(impl, a, b, h0, dtype)
+
+
+def _check_packed(pre: Tensor, n: int) -> None:
+    _check_seq("pre", pre)
+    if pre.shape[-1] % n:
+        raise ValueError(
+            f"pre has {pre.shape[-1]} features, expected a multiple of {n} ({n} * H: the {n} pre-activations side by side)"
+        )
+
+
+def min_gru_packed(
+    pre: Tensor,
+    h0: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    activation: str = "g",
+    backend: str | None = None,
+) -> Tensor:
+    """`min_gru` on packed pre-activations: ``pre`` (B, T, 2H) = [gate | cand] along the last dim,
+    e.g. one Linear's output as it is. Same result as ``min_gru(*pre.chunk(2, -1), ...)``; a backend
+    with a packed kernel (the "cpu" one) reads ``pre`` in place and writes the gradient wrt it into
+    one (B, T, 2H) tensor, instead of two gradients that autograd then concatenates.
+
+    Args: h0, mask, activation, backend as in `min_gru` (H = pre.shape[-1] // 2).
+    Returns: h (B, T, H) in pre's dtype.
+    """
+    _check_packed(pre, 2)
+    impl = get_backend(pre, backend)
+    if impl.min_gru_packed is None:
+        return min_gru(*pre.chunk(2, dim=-1), h0, mask, activation=activation, backend=backend)
+    gate = pre[..., : pre.shape[-1] // 2]  # for the checks' shapes only
+    _check_h0(h0, gate)
+    _check_mask(mask, gate)
+    _check_activation(activation)
+    return impl.min_gru_packed(pre, h0, mask, activation=activation)
+
+
+def min_lstm_packed(
+    pre: Tensor,
+    h0: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    activation: str = "g",
+    backend: str | None = None,
+) -> Tensor:
+    """`min_lstm` on packed pre-activations: ``pre`` (B, T, 3H) = [forget | input | cand]; otherwise
+    as `min_gru_packed`."""
+    _check_packed(pre, 3)
+    impl = get_backend(pre, backend)
+    if impl.min_lstm_packed is None:
+        return min_lstm(*pre.chunk(3, dim=-1), h0, mask, activation=activation, backend=backend)
+    forget = pre[..., : pre.shape[-1] // 3]
+    _check_h0(h0, forget)
+    _check_mask(mask, forget)
+    _check_activation(activation)
+    return impl.min_lstm_packed(pre, h0, mask, activation=activation)
 
 
 def step_kernels() -> ModuleType | None:

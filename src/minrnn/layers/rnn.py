@@ -124,7 +124,8 @@ class _MinRNNBase(nn.Module):
     # --- the cell, on pre-activations ---------------------------------------------------------
 
     def _scan(self, pre: Tensor, h0: Tensor | None, mask: Tensor | None) -> Tensor:
-        """pre (B, T, n_proj * H) -> h (B, T, H)."""
+        """pre (B, T, n_proj * H), the Linear's output as it is (packed ops: no chunk, so the
+        fused CPU backward writes d(pre) in one buffer, no torch.cat) -> h (B, T, H)."""
         raise NotImplementedError
 
     def _step(self, pre: Tensor, h: Tensor) -> Tensor:
@@ -342,8 +343,7 @@ class MinGRU(_MinRNNBase):
     n_proj = 2
 
     def _scan(self, pre: Tensor, h0: Tensor | None, mask: Tensor | None) -> Tensor:
-        gate, cand = pre.chunk(2, dim=-1)
-        return F.min_gru(gate, cand, h0, mask, activation=self.activation, backend=self.backend)
+        return F.min_gru_packed(pre, h0, mask, activation=self.activation, backend=self.backend)
 
     def _step(self, pre: Tensor, h: Tensor) -> Tensor:
         gate, cand = pre.chunk(2, dim=-1)
@@ -385,8 +385,7 @@ class MinLSTM(_MinRNNBase):
         return h0
 
     def _scan(self, pre: Tensor, h0: Tensor | None, mask: Tensor | None) -> Tensor:
-        forget, inp, cand = pre.chunk(3, dim=-1)
-        return F.min_lstm(forget, inp, cand, h0, mask, activation=self.activation, backend=self.backend)
+        return F.min_lstm_packed(pre, h0, mask, activation=self.activation, backend=self.backend)
 
     def _step(self, pre: Tensor, h: Tensor) -> Tensor:
         forget, inp, cand = pre.chunk(3, dim=-1)

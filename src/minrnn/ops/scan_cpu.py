@@ -28,8 +28,11 @@ tensor whose H stride is 1 is read in place through its flat storage and its B/T
 are copied. float32 computes in float32, float64 in float64 (for gradcheck), bfloat16/float16
 are converted to float32 first. Results come back in the inputs' dtype.
 
-The public entry points are `linear_scan_cpu`, `min_gru_cpu` and `min_lstm_cpu`, each a
-`torch.library.custom_op` with a fake (meta) implementation and a registered autograd formula,
+The public entry points are `linear_scan_cpu`, `min_gru_cpu` and `min_lstm_cpu`, and the packed
+`min_gru_packed_cpu` / `min_lstm_packed_cpu` (all pre-activations in one (B, T, n * H) tensor, as
+the layers' Linear produces them: read in place, and the gradient wrt it written by the kernel into
+one buffer, no chunk/cat), each a `torch.library.custom_op` with a fake (meta) implementation and
+a registered autograd formula,
 so `torch.compile` treats them as opaque ops.
 """
 
@@ -49,7 +52,13 @@ from numba.extending import intrinsic, overload
 from torch import Tensor
 
 # "contract" lets LLVM fuse a * b + c into one FMA; it changes no special-value semantics.
-_JIT = dict(cache=True, fastmath={"contract"})
+# error_model="numpy": a float division by zero gives inf/NaN as in numpy and torch, instead of
+# numba's default Python model, which tests every divisor and raises ZeroDivisionError. That
+# branch per element kept LLVM from vectorizing every loop with a division (scalar `vdivss`
+# instead of packed `vdivps`; benchmarks/NOTES-cpu.md, "Vectorization"). numba's prange code
+# used the numpy model implicitly, which is why the kernels vectorized before they left prange.
+# No kernel divides by something that can be 0 (u + v >= 1, 1 + exp(.) >= 1): no result changes.
+_JIT = dict(cache=True, fastmath={"contract"}, error_model="numpy")
 # Kernels: also release the GIL, so that the threads of `_launch` run them in parallel.
 _KERNEL = dict(nogil=True, **_JIT)
 
@@ -72,19 +81,31 @@ def _bits_as_f32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-# Not inline="always" (numba's IR inliner trips over the select inside `_exp32`, with a warning);
-# LLVM inlines them anyway.
-@njit(**_JIT)
-def _max(x, y):
-    """max that returns NaN when either argument is NaN (the builtin max drops a NaN, like
-    LLVM's maxnum; torch.maximum propagates it). Two compares and a select: still vectorizes."""
-    return x if (x > y) | (x != x) else y
+def _nan_select(op: str):
+    """An intrinsic ``f(x, y)``: x if ``x op y`` or x is NaN, else y (y cast to x's type). With
+    op ">" it is a max, with "<" a min, that returns NaN when either argument is NaN: the builtin
+    max/min drop a NaN (like LLVM's maxnum), torch.maximum/minimum propagate it. Emitted straight
+    into the caller's IR as two compares and a select, so loops over it vectorize: as separate
+    @njit functions these stayed calls and kept every kernel loop scalar (numba's IR inliner,
+    inline="always", trips over the select in `_exp32` with a warning)."""
+
+    @intrinsic
+    def select(typingctx, x, y):
+        if not (isinstance(x, types.Float) and isinstance(y, types.Float)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            a, b = args[0], context.cast(builder, args[1], signature.args[1], signature.return_type)
+            take_a = builder.or_(builder.fcmp_ordered(op, a, b), builder.fcmp_unordered("uno", a, a))
+            return builder.select(take_a, a, b)
+
+        return x(x, y), codegen
+
+    return select
 
 
-@njit(**_JIT)
-def _min(x, y):
-    """min that returns NaN when either argument is NaN (see `_max`)."""
-    return x if (x < y) | (x != x) else y
+_max = _nan_select(">")
+_min = _nan_select("<")
 
 
 @njit(inline="always", **_JIT)
@@ -163,8 +184,11 @@ def _lstm_terms(f, i):
 
 # ----------------------------------------------------------------------------- kernels
 #
-# A strided input is a tuple (flat storage, stride over B, stride over T); its H stride is 1.
-# Outputs are contiguous flat (B * T * H) arrays. `hb` is the width of a lane's H block.
+# A strided array is a tuple (flat storage, stride over B, stride over T); its H stride is 1.
+# Inputs and the backward's gradients are strided: the packed ops read the gate/candidate columns
+# of one Linear output in place and write their gradients into the columns of one (B, T, n * H)
+# buffer. h and the forward's output are contiguous flat (B * T * H) arrays. `hb` is the width
+# of a lane's H block.
 
 
 @njit(inline="always", **_JIT)
@@ -240,11 +264,11 @@ def _min_gru_bwd(grad, gate, cand, h0, mask, has_mask, identity, h_out, dgate, d
     nblk = (H + hb - 1) // hb
     for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
-        carry = np.zeros(hi - lo, dtype=dgate.dtype)  # a_{t+1} d_{t+1}
+        carry = np.zeros(hi - lo, dtype=dh0.dtype)  # a_{t+1} d_{t+1}
         for t in range(T - 1, -1, -1):
             off = (b * T + t) * H
             gr = _row(grad, b, t, lo, hi)
-            dgr, dcr = dgate[off + lo : off + hi], dcand[off + lo : off + hi]
+            dgr, dcr = _row(dgate, b, t, lo, hi), _row(dcand, b, t, lo, hi)
             if has_mask and not mask[b * T + t]:  # a = 1, b = 0: d passes through, no input grads
                 dgr[:] = 0
                 dcr[:] = 0
@@ -289,11 +313,11 @@ def _min_lstm_bwd(grad, forget, input_, cand, h0, mask, has_mask, identity, h_ou
     nblk = (H + hb - 1) // hb
     for lane in range(lane0, lane1):
         b, lo, hi = _lane(lane, nblk, hb, H)
-        carry = np.zeros(hi - lo, dtype=dforget.dtype)
+        carry = np.zeros(hi - lo, dtype=dh0.dtype)
         for t in range(T - 1, -1, -1):
             off = (b * T + t) * H
             gr = _row(grad, b, t, lo, hi)
-            dfr, dir_, dcr = dforget[off + lo : off + hi], dinput[off + lo : off + hi], dcand[off + lo : off + hi]
+            dfr, dir_, dcr = _row(dforget, b, t, lo, hi), _row(dinput, b, t, lo, hi), _row(dcand, b, t, lo, hi)
             if has_mask and not mask[b * T + t]:
                 dfr[:] = 0
                 dir_[:] = 0
@@ -440,17 +464,57 @@ def _linear_scan_cpu_backward(grad: Tensor, a: Tensor, h0: Tensor | None, h: Ten
     return da, db, dh0
 
 
+def _columns(pre: Tensor, n: int, dtype: torch.dtype) -> list[tuple[np.ndarray, int, int]]:
+    """The n column blocks (B, T, H) of ``pre`` (B, T, n * H) as strided arrays, read in place
+    (one conversion of the whole tensor first if its dtype is not the compute dtype)."""
+    H = pre.shape[2] // n
+    pre = pre.detach().to(dtype)
+    return [_strided(pre[..., k * H : (k + 1) * H], dtype) for k in range(n)]
+
+
+def _grad_columns(B: int, T: int, H: int, n: int, dtype: torch.dtype) -> tuple[Tensor, list[tuple[np.ndarray, int, int]]]:
+    """A fresh (B, T, n * H) gradient buffer and its n column blocks as strided arrays, so that a
+    backward kernel writes the gradient wrt a packed input in place (no torch.cat after)."""
+    d = torch.empty(B, T, n * H, dtype=dtype)
+    flat = d.view(-1).numpy()
+    return d, [(flat[k * H :], T * n * H, n * H) for k in range(n)]
+
+
+def _outputs(B: int, T: int, H: int, n: int, dtype: torch.dtype) -> tuple[list[Tensor], list[tuple[np.ndarray, int, int]]]:
+    """n fresh contiguous (B, T, H) gradients and their strided arrays (the unpacked ops' backward)."""
+    ds = [_empty(B, T, H, dtype) for _ in range(n)]
+    return ds, [(d.view(-1).numpy(), T * H, H) for d in ds]
+
+
+def _cell_forward(kernel: Callable, cols: list, h0: Tensor | None, mask: Tensor | None, activation: str,
+                  B: int, T: int, H: int, dtype: torch.dtype) -> Tensor:  # fmt: skip
+    """h (B, T, H) in the compute dtype from the strided pre-activation columns ``cols``."""
+    out = _empty(B, T, H, dtype)
+    if out.numel():
+        m, has_mask = _mask(mask)
+        args = (*cols, _h0(h0, B, H, dtype), m, has_mask, _is_identity(activation), out.view(-1).numpy())
+        _launch(kernel, args, B, T, H)
+    return out
+
+
+def _cell_backward(kernel: Callable, grad: Tensor, cols: list, h0: Tensor | None, mask: Tensor | None, h: Tensor,
+                   activation: str, dcols: list, dtype: torch.dtype) -> Tensor:  # fmt: skip
+    """Runs the backward kernel, which writes the pre-activation gradients into ``dcols``; returns dh0."""
+    B, T, H = h.shape
+    dh0 = torch.empty(B, H, dtype=dtype)
+    if h.numel():
+        m, has_mask = _mask(mask)
+        args = (_strided(grad, dtype), *cols, _h0(h0, B, H, dtype), m, has_mask, _is_identity(activation),
+                _flat(h, dtype), *dcols, dh0.view(-1).numpy())  # fmt: skip
+        _launch(kernel, args, B, T, H)
+    return dh0
+
+
 @torch.library.custom_op("minrnn::min_gru_cpu", mutates_args=(), device_types="cpu")
 def _min_gru_op(gate: Tensor, cand: Tensor, h0: Tensor | None, mask: Tensor | None, activation: str) -> Tensor:
     B, T, H = gate.shape
     cd = _compute_dtype(gate, cand, h0)
-    out = _empty(B, T, H, cd)
-    if out.numel():
-        m, has_mask = _mask(mask)
-        _launch(_min_gru_fwd, (
-            _strided(gate, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask, _is_identity(activation),
-            out.view(-1).numpy(),
-        ), B, T, H)  # fmt: skip
+    out = _cell_forward(_min_gru_fwd, [_strided(gate, cd), _strided(cand, cd)], h0, mask, activation, B, T, H, cd)
     return out.to(torch.promote_types(gate.dtype, cand.dtype))
 
 
@@ -460,14 +524,8 @@ def _min_gru_cpu_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     B, T, H = gate.shape
     cd = _compute_dtype(gate, cand, h0)
-    dgate, dcand, dh0 = _empty(B, T, H, cd), _empty(B, T, H, cd), torch.empty(B, H, dtype=cd)
-    if dgate.numel():
-        m, has_mask = _mask(mask)
-        _launch(_min_gru_bwd, (
-            _strided(grad, cd), _strided(gate, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask,
-            _is_identity(activation), _flat(h, cd),
-            dgate.view(-1).numpy(), dcand.view(-1).numpy(), dh0.view(-1).numpy(),
-        ), B, T, H)  # fmt: skip
+    (dgate, dcand), dcols = _outputs(B, T, H, 2, cd)
+    dh0 = _cell_backward(_min_gru_bwd, grad, [_strided(gate, cd), _strided(cand, cd)], h0, mask, h, activation, dcols, cd)
     return dgate, dcand, dh0
 
 
@@ -477,13 +535,8 @@ def _min_lstm_op(
 ) -> Tensor:
     B, T, H = forget.shape
     cd = _compute_dtype(forget, input, cand, h0)
-    out = _empty(B, T, H, cd)
-    if out.numel():
-        m, has_mask = _mask(mask)
-        _launch(_min_lstm_fwd, (
-            _strided(forget, cd), _strided(input, cd), _strided(cand, cd), _h0(h0, B, H, cd), m, has_mask,
-            _is_identity(activation), out.view(-1).numpy(),
-        ), B, T, H)  # fmt: skip
+    cols = [_strided(forget, cd), _strided(input, cd), _strided(cand, cd)]
+    out = _cell_forward(_min_lstm_fwd, cols, h0, mask, activation, B, T, H, cd)
     return out.to(torch.promote_types(torch.promote_types(forget.dtype, input.dtype), cand.dtype))
 
 
@@ -494,16 +547,56 @@ def _min_lstm_cpu_backward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     B, T, H = forget.shape
     cd = _compute_dtype(forget, input, cand, h0)
-    dforget, dinput, dcand = (_empty(B, T, H, cd) for _ in range(3))
-    dh0 = torch.empty(B, H, dtype=cd)
-    if dforget.numel():
-        m, has_mask = _mask(mask)
-        _launch(_min_lstm_bwd, (
-            _strided(grad, cd), _strided(forget, cd), _strided(input, cd), _strided(cand, cd), _h0(h0, B, H, cd),
-            m, has_mask, _is_identity(activation), _flat(h, cd),
-            dforget.view(-1).numpy(), dinput.view(-1).numpy(), dcand.view(-1).numpy(), dh0.view(-1).numpy(),
-        ), B, T, H)  # fmt: skip
+    (dforget, dinput, dcand), dcols = _outputs(B, T, H, 3, cd)
+    cols = [_strided(forget, cd), _strided(input, cd), _strided(cand, cd)]
+    dh0 = _cell_backward(_min_lstm_bwd, grad, cols, h0, mask, h, activation, dcols, cd)
     return dforget, dinput, dcand, dh0
+
+
+# Packed ops: the pre-activations as one (B, T, n * H) tensor, the layer's Linear output as it is
+# (columns: gate | cand, or forget | input | cand). Same kernels; the backward writes d(pre) into
+# one buffer, so autograd needs no `chunk` backward (a torch.cat of the n gradients).
+_PACKED_KERNELS = {2: (_min_gru_fwd, _min_gru_bwd), 3: (_min_lstm_fwd, _min_lstm_bwd)}
+
+
+def _packed_forward(n: int, pre: Tensor, h0: Tensor | None, mask: Tensor | None, activation: str) -> Tensor:
+    B, T, nH = pre.shape
+    cd = _compute_dtype(pre, h0)
+    out = _cell_forward(_PACKED_KERNELS[n][0], _columns(pre, n, cd), h0, mask, activation, B, T, nH // n, cd)
+    return out.to(pre.dtype)
+
+
+def _packed_backward(n: int, grad: Tensor, pre: Tensor, h0: Tensor | None, mask: Tensor | None, h: Tensor,
+                     activation: str) -> tuple[Tensor, Tensor]:  # fmt: skip
+    B, T, H = h.shape
+    cd = _compute_dtype(pre, h0)
+    dpre, dcols = _grad_columns(B, T, H, n, cd)
+    dh0 = _cell_backward(_PACKED_KERNELS[n][1], grad, _columns(pre, n, cd), h0, mask, h, activation, dcols, cd)
+    return dpre, dh0
+
+
+@torch.library.custom_op("minrnn::min_gru_packed_cpu", mutates_args=(), device_types="cpu")
+def _min_gru_packed_op(pre: Tensor, h0: Tensor | None, mask: Tensor | None, activation: str) -> Tensor:
+    return _packed_forward(2, pre, h0, mask, activation)
+
+
+@torch.library.custom_op("minrnn::min_gru_packed_cpu_backward", mutates_args=(), device_types="cpu")
+def _min_gru_packed_backward(
+    grad: Tensor, pre: Tensor, h0: Tensor | None, mask: Tensor | None, h: Tensor, activation: str
+) -> tuple[Tensor, Tensor]:
+    return _packed_backward(2, grad, pre, h0, mask, h, activation)
+
+
+@torch.library.custom_op("minrnn::min_lstm_packed_cpu", mutates_args=(), device_types="cpu")
+def _min_lstm_packed_op(pre: Tensor, h0: Tensor | None, mask: Tensor | None, activation: str) -> Tensor:
+    return _packed_forward(3, pre, h0, mask, activation)
+
+
+@torch.library.custom_op("minrnn::min_lstm_packed_cpu_backward", mutates_args=(), device_types="cpu")
+def _min_lstm_packed_backward(
+    grad: Tensor, pre: Tensor, h0: Tensor | None, mask: Tensor | None, h: Tensor, activation: str
+) -> tuple[Tensor, Tensor]:
+    return _packed_backward(3, grad, pre, h0, mask, h, activation)
 
 
 # ----------------------------------------------------------------------------- shapes for torch.compile
@@ -545,6 +638,22 @@ def _(grad, forget, input, cand, h0, mask, h, activation):
     cd = _compute_dtype(forget, input, cand, h0)
     dh0 = forget.new_empty(forget.shape[0], forget.shape[2], dtype=cd)
     return _like(forget, cd), _like(forget, cd), _like(forget, cd), dh0
+
+
+def _packed_fake(n: int):
+    def forward(pre, h0, mask, activation):
+        return pre.new_empty(pre.shape[0], pre.shape[1], pre.shape[2] // n)
+
+    def backward(grad, pre, h0, mask, h, activation):
+        cd = _compute_dtype(pre, h0)
+        return _like(pre, cd), pre.new_empty(pre.shape[0], pre.shape[2] // n, dtype=cd)
+
+    return forward, backward
+
+
+for _op, _bwd, _n in ((_min_gru_packed_op, _min_gru_packed_backward, 2), (_min_lstm_packed_op, _min_lstm_packed_backward, 3)):
+    _op.register_fake(_packed_fake(_n)[0])
+    _bwd.register_fake(_packed_fake(_n)[1])
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -599,6 +708,25 @@ def _lstm_backward(ctx, grad):
 _min_lstm_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
 
 
+def _packed_setup(ctx, inputs, output):
+    pre, h0, mask, activation = inputs
+    ctx.save_for_backward(pre, h0, mask, output)
+    ctx.activation = activation
+
+
+def _packed_autograd(backward_op: Callable) -> Callable:
+    def backward(ctx, grad):
+        pre, h0, mask, h = ctx.saved_tensors
+        dpre, dh0 = backward_op(grad, pre, h0, mask, h, ctx.activation)
+        return dpre.to(pre.dtype), _grad_h0(dh0, h0), None, None
+
+    return backward
+
+
+_min_gru_packed_op.register_autograd(_packed_autograd(_min_gru_packed_backward), setup_context=_packed_setup)
+_min_lstm_packed_op.register_autograd(_packed_autograd(_min_lstm_packed_backward), setup_context=_packed_setup)
+
+
 # ----------------------------------------------------------------------------- public functions
 
 
@@ -620,6 +748,23 @@ def min_lstm_cpu(
 ) -> Tensor:
     """Fused minLSTM on CPU. forget, input, cand: (B, T, H); h0: (B, H) or None; mask: (B, T) bool."""
     return _min_lstm_op(forget, input, cand, h0, mask, activation)
+
+
+def min_gru_packed_cpu(
+    pre: Tensor, h0: Tensor | None = None, mask: Tensor | None = None, *, activation: str = "g"
+) -> Tensor:
+    """Fused minGRU on CPU on packed pre-activations. pre: (B, T, 2H) = [gate | cand] (e.g. one
+    Linear's output, read in place); h0: (B, H) or None; mask: (B, T) bool -> h (B, T, H). The
+    gradient wrt pre comes back as one (B, T, 2H) tensor, written in place by the kernel."""
+    return _min_gru_packed_op(pre, h0, mask, activation)
+
+
+def min_lstm_packed_cpu(
+    pre: Tensor, h0: Tensor | None = None, mask: Tensor | None = None, *, activation: str = "g"
+) -> Tensor:
+    """Fused minLSTM on CPU on packed pre-activations. pre: (B, T, 3H) = [forget | input | cand];
+    otherwise as `min_gru_packed_cpu`."""
+    return _min_lstm_packed_op(pre, h0, mask, activation)
 
 
 def probe() -> None:
