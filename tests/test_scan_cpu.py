@@ -206,7 +206,8 @@ def test_gradcheck(op, activation):
 # ----------------------------------------------------------------------------- packed ops
 
 
-PACKED = {"gru": F.min_gru_packed, "lstm": F.min_lstm_packed}
+def packed(op, *args, **kwargs):
+    return (F.min_gru_packed if op == "gru" else F.min_lstm_packed)(*args, **kwargs)
 
 
 def check_packed(op, B, T, H, h0_kind=None, masked=False, activation="g", dtype=torch.float32, pre=None,
@@ -219,7 +220,7 @@ def check_packed(op, B, T, H, h0_kind=None, masked=False, activation="g", dtype=
     h0 = make_h0(h0_kind, B, H, dtype)
     mask = make_mask(B, T) if masked else None
     leaves = [pre] + ([h0] if h0 is not None else [])
-    out = PACKED[op](pre, h0, mask, activation=activation, backend="cpu")
+    out = packed(op, pre, h0, mask, activation=activation, backend="cpu")
     assert out.dtype == pre.dtype and out.shape == (B, T, H)
     ref = reference(op, list(pre.chunk(n, dim=-1)), h0, mask, activation)
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
@@ -270,7 +271,7 @@ def test_packed_equals_unpacked(op):
     h0 = torch.randn(B, H, requires_grad=True)
     mask = make_mask(B, T)
     w = torch.randn(B, T, H)
-    out_p = PACKED[op](pre, h0, mask, backend="cpu")
+    out_p = packed(op, pre, h0, mask, backend="cpu")
     gp = torch.autograd.grad((out_p * w).sum(), [pre, h0])
     out_u = run(op, pre.chunk(n, dim=-1), h0, mask, "g")
     gu = torch.autograd.grad((out_u * w).sum(), [pre, h0])
@@ -291,7 +292,7 @@ def test_packed_gradcheck(op):
     pre = torch.randn(B, T, N_INPUTS[op] * H, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
     mask = make_mask(B, T)
-    assert torch.autograd.gradcheck(lambda p, h: PACKED[op](p, h, mask, backend="cpu"), (pre, h0))
+    assert torch.autograd.gradcheck(lambda p, h: packed(op, p, h, mask, backend="cpu"), (pre, h0))
 
 
 @pytest.mark.parametrize("op", ["gru", "lstm"])
@@ -301,8 +302,8 @@ def test_packed_other_backends_split(op):
     pre = torch.randn(2, 7, n * 4)
     h0 = torch.randn(2, 4)
     ref = run(op, pre.chunk(n, dim=-1), h0, None, "g", backend="torch")
-    torch.testing.assert_close(PACKED[op](pre, h0, backend="torch"), ref)
-    torch.testing.assert_close(PACKED[op](pre, h0), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed(op, pre, h0, backend="torch"), ref)
+    torch.testing.assert_close(packed(op, pre, h0), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_packed_bad_width_is_a_value_error():
