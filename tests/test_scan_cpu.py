@@ -490,3 +490,30 @@ def test_float32_error_at_65536_steps(op):
         ref = reference(op, xs, h0, None, "g")
     rel = ((out - ref).abs().max() / ref.abs().max()).item()
     assert rel <= 1e-5, rel
+
+
+_ASM_PROBE = r"""
+import platform, re, torch
+from minrnn.ops import scan_cpu as K
+pre = torch.randn(2, 3, 3 * 64, requires_grad=True)
+f, i, c = pre.chunk(3, -1)
+K.min_gru_cpu(f, c).sum().backward()
+K.min_lstm_cpu(f, i, c).sum().backward()
+for name in ("_min_gru_fwd", "_min_gru_bwd", "_min_lstm_fwd", "_min_lstm_bwd"):
+    asm = next(a for sig, a in getattr(K, name).inspect_asm().items() if "float32" in str(sig))
+    packed = len(re.findall(r"vdivps\s+[^\n]*%[xyz]mm", asm)) if platform.machine() == "x86_64" else -1
+    print(name, "division by zero" in asm, packed)
+"""
+
+
+@pytest.mark.slow  # compiles every kernel in a fresh numba cache (cached code cannot be inspected)
+def test_kernels_have_no_zero_division_check_and_vectorize(tmp_path):
+    # numba's default error model puts a ZeroDivisionError branch on every division, which kept
+    # every kernel loop scalar (benchmarks/NOTES-cpu.md, "Issue 13's kernels"); on x86-64 the
+    # loops' divisions must then be packed vdivps.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _ASM_PROBE], capture_output=True, text=True, check=True, env=env)
+    for line in out.stdout.strip().splitlines():
+        name, has_check, packed = line.split()
+        assert has_check == "False", f"{name} checks for division by zero"
+        assert int(packed) != 0, f"{name} has no packed division: its loop did not vectorize"
