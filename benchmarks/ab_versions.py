@@ -156,7 +156,19 @@ def main() -> None:
     p.add_argument("--cases", default="", help="comma-separated substrings: only cases that contain one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
+    p.add_argument("--from-json", action="store_true", help="only rewrite <out>.md from an existing <out>.json")
     args = p.parse_args()
+    if args.from_json:
+        with open(args.out + ".json") as fh:
+            result = json.load(fh)
+        labels = list(result["trees"])
+        cases = list(dict.fromkeys(m["case"] for m in result["measurements"]))
+        med = {(m["tree"], m["case"], m["threads"]): m["median_s"] for m in result["measurements"]}
+        md = format_md(result, labels, cases, med)
+        with open(args.out + ".md", "w") as fh:
+            fh.write(md)
+        print(md)
+        return
 
     load_start = os.getloadavg()
     workers = [Worker(*spec.split("=", 1), args.batch, args.seq_len, args.hidden, args.seed) for spec in args.trees]
@@ -213,7 +225,8 @@ def format_md(result: dict, labels: list[str], cases: list[str], med: dict) -> s
         "",
         f"`{result['command']}`",
         "",
-        f"B={s['B']} T={s['T']} H=d={s['H']}, float32, median wall ms of {result['repeats']} interleaved rounds; "
+        f"B={s['B']} T={s['T']} H=d={s['H']}, float32, median wall ms of {result['repeats']} interleaved rounds "
+        "(process CPU times per call are in the JSON); "
         f"{m['cpu_count']} CPUs ({m['processor']}), load average {m['load_average_start'][0]:.2f} at start, "
         f"{m['load_average_end'][0]:.2f} at end.",
         "",
@@ -228,10 +241,12 @@ def format_md(result: dict, labels: list[str], cases: list[str], med: dict) -> s
         lines.append("")
         pairs = [("layer/MinGRU", "layer/Linear(d, 2d)"), ("layer/MinLSTM", "layer/Linear(d, 3d)")]
         if all(a in cases and b in cases for a, b in pairs):
-            lines.append("Layer step / its Linear's step: " + "; ".join(
-                f"{a.split('/')[1]} " + ", ".join(f"{label} {med[label, a, n] / med[label, b, n]:.2f}x" for label in labels)
-                for a, b in pairs) + ".")  # fmt: skip
-            lines.append("")
+            cpu = {(x["tree"], x["case"], x["threads"]): statistics.median(x["cpu_times_s"]) for x in result["measurements"]}
+            for what, t in (("wall", med), ("process CPU", cpu)):
+                lines.append(f"Layer step / its Linear's step ({what} time medians): " + "; ".join(
+                    f"{a.split('/')[1]} " + ", ".join(f"{label} {t[label, a, n] / t[label, b, n]:.2f}x" for label in labels)
+                    for a, b in pairs) + ".")  # fmt: skip
+                lines.append("")
     if len(result["threads"]) > 1:
         n0, n1 = result["threads"][0], result["threads"][-1]
         lines += [f"## speed-up {n0} -> {n1} threads (median {n0}-thread time / median {n1}-thread time)", "",

@@ -7,6 +7,8 @@
     PYTHONPATH=src nice -n 10 python benchmarks/cpu_kernels.py --part error
     PYTHONPATH=src nice -n 10 python benchmarks/cpu_kernels.py --part compile
     PYTHONPATH=src nice -n 10 python benchmarks/cpu_kernels.py --part threading --threads 1 2
+    PYTHONPATH=src python benchmarks/cpu_kernels.py --part asm
+    PYTHONPATH=src python benchmarks/cpu_kernels.py --part breakdown --layer-T 256
 
 Every figure is a median over --repeats runs after one warm-up, all variants of a table measured
 in the same process, side by side (run order interleaved). The full benchmark is `minrnn bench
@@ -298,9 +300,89 @@ def part_compile(args) -> dict:
     return res
 
 
+_ASM_CHILD = r"""
+import json, re, torch
+from minrnn.ops import scan_cpu as K
+B, T, H = 2, 3, 64
+pre = torch.randn(B, T, 3 * H, requires_grad=True)
+f, i, c = pre.chunk(3, -1)
+g = torch.randn(B, T, H)
+mask = torch.ones(B, T, dtype=torch.bool)
+for m in (None, mask):  # compile every float32 kernel
+    K.min_gru_cpu(f, c, None, m).backward(g)
+    K.min_lstm_cpu(f, i, c, None, m).backward(g)
+K.linear_scan_cpu(torch.rand(B, T, H, requires_grad=True), c).backward(g)
+out = {}
+for name in ("_scan_fwd", "_scan_bwd", "_min_gru_fwd", "_min_gru_bwd", "_min_lstm_fwd", "_min_lstm_bwd"):
+    for sig, asm in getattr(K, name).inspect_asm().items():
+        if "float32" in str(sig):
+            out[name] = {
+                "packed float ops (ymm/zmm)": len(re.findall(r"\bv\w+ps\s+[^\n]*%[yz]mm", asm)),
+                "packed divisions vdivps (ymm/zmm)": len(re.findall(r"vdivps\s+[^\n]*%[yz]mm", asm)),
+                "scalar divisions vdivss": len(re.findall(r"vdivss", asm)),
+                "ZeroDivisionError check": "division by zero" in asm,
+            }
+print(json.dumps(out))
+"""
+
+
+def part_asm(args) -> dict:
+    """Whether the float32 kernels vectorize: counts in their machine code (fresh process, empty
+    numba cache: cached code cannot be inspected). A vectorized kernel has packed vdivps (its
+    scalar vdivss are the remainder loop's) and no ZeroDivisionError check."""
+    with tempfile.TemporaryDirectory() as cache:
+        out = subprocess.run([sys.executable, "-c", _ASM_CHILD], capture_output=True, text=True, check=True,
+                             env={**os.environ, "NUMBA_CACHE_DIR": cache})  # fmt: skip
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print("\nfloat32 kernels' machine code (x86-64):")
+    for name, counts in res.items():
+        print(f"  {name:14s} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return res
+
+
+def part_breakdown(args) -> dict:
+    """Where the layer's time over its Linear goes (B=64, d=H=256, --layer-T): the packed ops with
+    their output allocation, the kernels alone into preallocated buffers, and the cost of a fresh
+    buffer (allocation + first touch) against refilling an existing one."""
+    import numpy as np  # noqa: F401  (numba arrays)
+
+    from minrnn.ops import scan_cpu as K
+
+    B, T, H = args.B, args.layer_T, args.H
+    torch.manual_seed(0)
+    res = {}
+    for n, name, fwd_k, bwd_k, op, op_bwd in (
+        (2, "min_gru", K._min_gru_fwd, K._min_gru_bwd, K._min_gru_packed_op, K._min_gru_packed_backward),
+        (3, "min_lstm", K._min_lstm_fwd, K._min_lstm_bwd, K._min_lstm_packed_op, K._min_lstm_packed_backward),
+    ):  # fmt: skip
+        pre, g = torch.randn(B, T, n * H), torch.randn(B, T, H)
+        with torch.no_grad():
+            h = op(pre, None, None, "g")
+        cd = torch.float32
+        cols, (m, has_mask), h0 = K._columns(pre, n, cd), K._mask(None), K._h0(None, B, H, cd)
+        out = torch.empty(B, T, H)
+        dpre, dcols = K._grad_columns(B, T, H, n, cd)
+        dh0 = torch.empty(B, H)
+        fns = {
+            f"{name} fwd op (allocates h)": lambda: op(pre, None, None, "g"),
+            f"{name} fwd kernel, preallocated h": lambda: K._launch(
+                fwd_k, (*cols, h0, m, has_mask, False, out.view(-1).numpy()), B, T, H),
+            f"{name} bwd op (allocates d(pre))": lambda: op_bwd(g, pre, None, None, h, "g"),
+            f"{name} bwd kernel, preallocated d(pre)": lambda: K._launch(
+                bwd_k, (K._strided(g, cd), *cols, h0, m, has_mask, False, K._flat(h, cd), *dcols,
+                        dh0.view(-1).numpy()), B, T, H),
+            f"fresh (B, T, {n}H) float32: torch.empty + fill_": lambda: torch.empty(B, T, n * H).fill_(0),
+            f"existing (B, T, {n}H) float32: fill_": lambda: dpre.fill_(0),
+        }  # fmt: skip
+        res.update(timeit(fns, args.repeats))
+    print_table(f"layer overhead breakdown, B={B} T={T} H={H}", res)
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["scan", "layer", "memory", "design", "error", "compile", "threading"], required=True)
+    p.add_argument("--part", choices=["scan", "layer", "memory", "design", "error", "compile", "threading", "asm", "breakdown"],
+                   required=True)  # fmt: skip
     p.add_argument("--threads", type=int, nargs="+", default=[1])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--B", type=int, default=64)
@@ -312,9 +394,10 @@ def main() -> None:
     p.add_argument("--json", help="write results here")
     args = p.parse_args()
     parts = {"scan": part_scan, "layer": part_layer, "memory": part_memory, "design": part_design,
-             "error": part_error, "compile": part_compile, "threading": part_threading}  # fmt: skip
+             "error": part_error, "compile": part_compile, "threading": part_threading, "asm": part_asm,
+             "breakdown": part_breakdown}  # fmt: skip
     results = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__}, "results": {}}
-    threaded = args.part in ("scan", "layer", "design")
+    threaded = args.part in ("scan", "layer", "design", "breakdown")
     for n in args.threads if threaded else [torch.get_num_threads()]:
         torch.set_num_threads(n)
         if threaded:

@@ -206,7 +206,8 @@ def test_gradcheck(op, activation):
 # ----------------------------------------------------------------------------- packed ops
 
 
-PACKED = {"gru": F.min_gru_packed, "lstm": F.min_lstm_packed}
+def packed(op, *args, **kwargs):
+    return (F.min_gru_packed if op == "gru" else F.min_lstm_packed)(*args, **kwargs)
 
 
 def check_packed(op, B, T, H, h0_kind=None, masked=False, activation="g", dtype=torch.float32, pre=None,
@@ -219,7 +220,7 @@ def check_packed(op, B, T, H, h0_kind=None, masked=False, activation="g", dtype=
     h0 = make_h0(h0_kind, B, H, dtype)
     mask = make_mask(B, T) if masked else None
     leaves = [pre] + ([h0] if h0 is not None else [])
-    out = PACKED[op](pre, h0, mask, activation=activation, backend="cpu")
+    out = packed(op, pre, h0, mask, activation=activation, backend="cpu")
     assert out.dtype == pre.dtype and out.shape == (B, T, H)
     ref = reference(op, list(pre.chunk(n, dim=-1)), h0, mask, activation)
     torch.testing.assert_close(out.double(), ref, rtol=rtol, atol=atol)
@@ -270,7 +271,7 @@ def test_packed_equals_unpacked(op):
     h0 = torch.randn(B, H, requires_grad=True)
     mask = make_mask(B, T)
     w = torch.randn(B, T, H)
-    out_p = PACKED[op](pre, h0, mask, backend="cpu")
+    out_p = packed(op, pre, h0, mask, backend="cpu")
     gp = torch.autograd.grad((out_p * w).sum(), [pre, h0])
     out_u = run(op, pre.chunk(n, dim=-1), h0, mask, "g")
     gu = torch.autograd.grad((out_u * w).sum(), [pre, h0])
@@ -291,7 +292,7 @@ def test_packed_gradcheck(op):
     pre = torch.randn(B, T, N_INPUTS[op] * H, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
     mask = make_mask(B, T)
-    assert torch.autograd.gradcheck(lambda p, h: PACKED[op](p, h, mask, backend="cpu"), (pre, h0))
+    assert torch.autograd.gradcheck(lambda p, h: packed(op, p, h, mask, backend="cpu"), (pre, h0))
 
 
 @pytest.mark.parametrize("op", ["gru", "lstm"])
@@ -301,8 +302,8 @@ def test_packed_other_backends_split(op):
     pre = torch.randn(2, 7, n * 4)
     h0 = torch.randn(2, 4)
     ref = run(op, pre.chunk(n, dim=-1), h0, None, "g", backend="torch")
-    torch.testing.assert_close(PACKED[op](pre, h0, backend="torch"), ref)
-    torch.testing.assert_close(PACKED[op](pre, h0), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed(op, pre, h0, backend="torch"), ref)
+    torch.testing.assert_close(packed(op, pre, h0), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_packed_bad_width_is_a_value_error():
@@ -489,3 +490,30 @@ def test_float32_error_at_65536_steps(op):
         ref = reference(op, xs, h0, None, "g")
     rel = ((out - ref).abs().max() / ref.abs().max()).item()
     assert rel <= 1e-5, rel
+
+
+_ASM_PROBE = r"""
+import platform, re, torch
+from minrnn.ops import scan_cpu as K
+pre = torch.randn(2, 3, 3 * 64, requires_grad=True)
+f, i, c = pre.chunk(3, -1)
+K.min_gru_cpu(f, c).sum().backward()
+K.min_lstm_cpu(f, i, c).sum().backward()
+for name in ("_min_gru_fwd", "_min_gru_bwd", "_min_lstm_fwd", "_min_lstm_bwd"):
+    asm = next(a for sig, a in getattr(K, name).inspect_asm().items() if "float32" in str(sig))
+    packed = len(re.findall(r"vdivps\s+[^\n]*%[xyz]mm", asm)) if platform.machine() == "x86_64" else -1
+    print(name, "division by zero" in asm, packed)
+"""
+
+
+@pytest.mark.slow  # compiles every kernel in a fresh numba cache (cached code cannot be inspected)
+def test_kernels_have_no_zero_division_check_and_vectorize(tmp_path):
+    # numba's default error model puts a ZeroDivisionError branch on every division, which kept
+    # every kernel loop scalar (benchmarks/NOTES-cpu.md, "Issue 13's kernels"); on x86-64 the
+    # loops' divisions must then be packed vdivps.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _ASM_PROBE], capture_output=True, text=True, check=True, env=env)
+    for line in out.stdout.strip().splitlines():
+        name, has_check, packed = line.split()
+        assert has_check == "False", f"{name} checks for division by zero"
+        assert int(packed) != 0, f"{name} has no packed division: its loop did not vectorize"

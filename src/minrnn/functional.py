@@ -9,6 +9,9 @@ These are the exact recurrences of "Were RNNs All We Needed?" (Feng et al., 2024
 ``act`` is the paper's g (x + 0.5 for x >= 0, sigmoid(x) otherwise) by default, or the identity
 (the paper's vanilla form) with ``activation="identity"``. A False in ``mask`` (B, T) marks a
 padded step: it leaves the state unchanged, so the output there repeats the previous state.
+`min_gru_packed` / `min_lstm_packed` take the pre-activations side by side in one (B, T, n * H)
+tensor, as the layers' Linear produces them (on the "cpu" backend without a split or a gradient
+concatenation).
 
 Each op runs on a *backend*: ``"cpu"`` (fused numba kernels, picked first for CPU tensors; see
 `minrnn.ops.scan_cpu`), ``"triton"`` (fused Triton kernels, picked first for CUDA tensors in

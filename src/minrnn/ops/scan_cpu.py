@@ -55,7 +55,7 @@ from torch import Tensor
 # error_model="numpy": a float division by zero gives inf/NaN as in numpy and torch, instead of
 # numba's default Python model, which tests every divisor and raises ZeroDivisionError. That
 # branch per element kept LLVM from vectorizing every loop with a division (scalar `vdivss`
-# instead of packed `vdivps`; benchmarks/NOTES-cpu.md, "Vectorization"). numba's prange code
+# instead of packed `vdivps`; benchmarks/NOTES-cpu.md, "Issue 13's kernels"). numba's prange code
 # used the numpy model implicitly, which is why the kernels vectorized before they left prange.
 # No kernel divides by something that can be 0 (u + v >= 1, 1 + exp(.) >= 1): no result changes.
 _JIT = dict(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -81,31 +81,19 @@ def _bits_as_f32(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
-def _nan_select(op: str):
-    """An intrinsic ``f(x, y)``: x if ``x op y`` or x is NaN, else y (y cast to x's type). With
-    op ">" it is a max, with "<" a min, that returns NaN when either argument is NaN: the builtin
-    max/min drop a NaN (like LLVM's maxnum), torch.maximum/minimum propagate it. Emitted straight
-    into the caller's IR as two compares and a select, so loops over it vectorize: as separate
-    @njit functions these stayed calls and kept every kernel loop scalar (numba's IR inliner,
-    inline="always", trips over the select in `_exp32` with a warning)."""
-
-    @intrinsic
-    def select(typingctx, x, y):
-        if not (isinstance(x, types.Float) and isinstance(y, types.Float)):
-            return None
-
-        def codegen(context, builder, signature, args):
-            a, b = args[0], context.cast(builder, args[1], signature.args[1], signature.return_type)
-            take_a = builder.or_(builder.fcmp_ordered(op, a, b), builder.fcmp_unordered("uno", a, a))
-            return builder.select(take_a, a, b)
-
-        return x(x, y), codegen
-
-    return select
+# Not inline="always" (numba's IR inliner trips over the select inside `_exp32`, with a warning);
+# LLVM inlines them anyway.
+@njit(**_JIT)
+def _max(x, y):
+    """max that returns NaN when either argument is NaN (the builtin max drops a NaN, like
+    LLVM's maxnum; torch.maximum propagates it). Two compares and a select: still vectorizes."""
+    return x if (x > y) | (x != x) else y
 
 
-_max = _nan_select(">")
-_min = _nan_select("<")
+@njit(**_JIT)
+def _min(x, y):
+    """min that returns NaN when either argument is NaN (see `_max`)."""
+    return x if (x < y) | (x != x) else y
 
 
 @njit(inline="always", **_JIT)
