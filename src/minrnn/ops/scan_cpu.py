@@ -38,8 +38,10 @@ so `torch.compile` treats them as opaque ops.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -421,8 +423,45 @@ def _is_identity(activation: str) -> bool:
     return activation == "identity"
 
 
-def _empty(B: int, T: int, H: int, dtype: torch.dtype) -> Tensor:
-    return torch.empty(B, T, H, dtype=dtype)
+def _huge_pages_advisor() -> Callable[[int, int], None] | None:
+    """``advise(address, nbytes)``: madvise(MADV_HUGEPAGE) on the 2 MiB pages inside a range, or
+    None where that does not exist (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    huge, MADV_HUGEPAGE = 1 << 21, 14
+
+    def advise(address: int, nbytes: int) -> None:
+        lo, hi = (address + huge - 1) & -huge, (address + nbytes) & -huge
+        if hi > lo:
+            madvise(lo, hi - lo, MADV_HUGEPAGE)  # a hint: failure (e.g. THP off) changes nothing
+
+    return advise
+
+
+_advise_huge_pages = _huge_pages_advisor()
+_HUGE_MIN_BYTES = 4 << 20
+
+
+def _empty(*shape: int, dtype: torch.dtype) -> Tensor:
+    """torch.empty, with large buffers advised to transparent huge pages before their first touch.
+
+    Every op returns fresh (B, T, H)-sized buffers (h, the gradients) that are written once. Fresh
+    large allocations come straight from mmap, and on our VM their first touch (a page fault per
+    4 KiB page) cost ~0.6-0.9 ms per MB, as much as the kernels' own work: a layer training step
+    spent as long faulting in h and d(pre) as computing them (benchmarks/NOTES-cpu.md). With
+    MADV_HUGEPAGE (THP in "madvise" or "always" mode) one fault maps 2 MiB: ~3-4x cheaper. It is
+    only a hint about our own memory; torch's THP_MEM_ALLOC_ENABLE=1 does the same for every tensor.
+    """
+    t = torch.empty(*shape, dtype=dtype)
+    nbytes = t.numel() * t.element_size()
+    if _advise_huge_pages is not None and nbytes >= _HUGE_MIN_BYTES:
+        _advise_huge_pages(t.data_ptr(), nbytes)
+    return t
 
 
 # ----------------------------------------------------------------------------- custom ops
@@ -433,7 +472,7 @@ def linear_scan_cpu(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     """h_t = a_t h_{t-1} + b_t. a, b: (B, T, H); h0: (B, H) or None -> h (B, T, H), dtype of b."""
     B, T, H = b.shape
     cd = _compute_dtype(a, b, h0)
-    out = _empty(B, T, H, cd)
+    out = _empty(B, T, H, dtype=cd)
     if out.numel():
         _launch(_scan_fwd, (_strided(a, cd), _strided(b, cd), _h0(h0, B, H, cd), out.view(-1).numpy()), B, T, H)
     return out.to(b.dtype)
@@ -443,7 +482,7 @@ def linear_scan_cpu(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
 def _linear_scan_cpu_backward(grad: Tensor, a: Tensor, h0: Tensor | None, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     B, T, H = h.shape
     cd = _compute_dtype(a, h, h0)
-    da, db, dh0 = _empty(B, T, H, cd), _empty(B, T, H, cd), torch.empty(B, H, dtype=cd)
+    da, db, dh0 = _empty(B, T, H, dtype=cd), _empty(B, T, H, dtype=cd), torch.empty(B, H, dtype=cd)
     if da.numel():
         _launch(_scan_bwd, (
             _strided(grad, cd), _strided(a, cd), _h0(h0, B, H, cd), _flat(h, cd),
@@ -463,21 +502,21 @@ def _columns(pre: Tensor, n: int, dtype: torch.dtype) -> list[tuple[np.ndarray, 
 def _grad_columns(B: int, T: int, H: int, n: int, dtype: torch.dtype) -> tuple[Tensor, list[tuple[np.ndarray, int, int]]]:
     """A fresh (B, T, n * H) gradient buffer and its n column blocks as strided arrays, so that a
     backward kernel writes the gradient wrt a packed input in place (no torch.cat after)."""
-    d = torch.empty(B, T, n * H, dtype=dtype)
+    d = _empty(B, T, n * H, dtype=dtype)
     flat = d.view(-1).numpy()
     return d, [(flat[k * H :], T * n * H, n * H) for k in range(n)]
 
 
 def _outputs(B: int, T: int, H: int, n: int, dtype: torch.dtype) -> tuple[list[Tensor], list[tuple[np.ndarray, int, int]]]:
     """n fresh contiguous (B, T, H) gradients and their strided arrays (the unpacked ops' backward)."""
-    ds = [_empty(B, T, H, dtype) for _ in range(n)]
+    ds = [_empty(B, T, H, dtype=dtype) for _ in range(n)]
     return ds, [(d.view(-1).numpy(), T * H, H) for d in ds]
 
 
 def _cell_forward(kernel: Callable, cols: list, h0: Tensor | None, mask: Tensor | None, activation: str,
                   B: int, T: int, H: int, dtype: torch.dtype) -> Tensor:  # fmt: skip
     """h (B, T, H) in the compute dtype from the strided pre-activation columns ``cols``."""
-    out = _empty(B, T, H, dtype)
+    out = _empty(B, T, H, dtype=dtype)
     if out.numel():
         m, has_mask = _mask(mask)
         args = (*cols, _h0(h0, B, H, dtype), m, has_mask, _is_identity(activation), out.view(-1).numpy())
