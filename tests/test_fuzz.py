@@ -81,6 +81,11 @@ def test_fuzz_against_reference(case):
     grads_ref = torch.autograd.grad((ref * w).sum(), leaves)
     for k, (gr, r, leaf) in enumerate(zip(grads, grads_ref, leaves)):
         assert gr.dtype == leaf.dtype and torch.isfinite(gr).all(), f"{what}: grad {k}"
+        if backend == "log" and op == "scan" and k == 0:
+            # The log-space scan differentiates log(a): its float32 gradient wrt a is that wrt log(a)
+            # divided by a, so its error grows as 1 / a near a = 0 (documented in heinsen_scan).
+            # Compare the gradients wrt log(a), a * dL/da.
+            gr, r = gr.double() * leaf.detach().double(), r * leaf.detach().double()
         g_scale = r.abs().max().item() + 1
         torch.testing.assert_close(gr.double(), r.double(), rtol=rtol * 4, atol=atol * 4 * g_scale, msg=lambda m: f"{what}: grad {k}: {m}")
 

@@ -32,7 +32,9 @@ def heinsen_scan(log_a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
 
     h_t = exp(A_t) * sum_{s<=t} b_s exp(-A_s), with A_t = cumsum(log a)_t, evaluated with
     logcumsumexp. Negative values are handled by scanning their positive and negative parts
-    separately. Kept as the paper's baseline: its float32 error grows with |A_t| (long T).
+    separately. Kept as the paper's baseline: its float32 error grows with |A_t| (long T), and
+    as the `"log"` backend (which passes log(a)) its float32 gradient wrt a is the one wrt log(a)
+    divided by a, so its relative error grows as 1 / a near a = 0 (e.g. 12% at a = 1e-3, T = 129).
 
     Args:
         log_a: (B, T, H) log of the decay (a > 0).
