@@ -15,7 +15,7 @@ from minrnn.bench.baselines import LoopGRU, LoopLSTM
 from minrnn.bench.common import num_threads, peak_memory, time_interleaved, time_steps
 from minrnn.cli import parse_list
 from minrnn.cli import main
-from tests.helpers import HAS_MAMBAPY
+from tests.helpers import HAS_MAMBAPY, needs_mambapy
 
 TINY = dict(seq_lens=[8, 16], batch=2, d_in=8, d_h=8, threads=[1], repeats=1)
 MACHINE_KEYS = {"cpu_model", "cpu_count", "device", "gpu", "versions", "load_average", "time_utc"}
@@ -266,6 +266,25 @@ def test_bench_generate_smoke(tmp_path, capsys):
         assert r["state"] == ("prompt" if r["batch"] * r["context"] <= 40 else "synthetic") or r["state"].startswith("synthetic")
         assert ("floor_ms" in r) == (r["kind"] in ("mingru", "minlstm"))
     assert set(result["cpu_flags"]) >= {"avx512_bf16", "amx_bf16"}
+
+
+@needs_mambapy
+def test_bench_generate_reads_a_mamba_prompt_in_chunks_like_in_one_pass(monkeypatch):
+    """Mamba's prompt, read in chunks (state carried; the last chunk shorter), leaves the logits
+    and state of one parallel pass over it (float64)."""
+    from minrnn.bench import generate
+
+    cfg = generate.GenerateConfig(kinds=["mamba"], contexts=[10], tokens=1, warmup=0, model={"d_model": 8, "n_layers": 2})
+    model = generate.build("mamba", cfg).double()
+    idx = torch.randint(0, model.config.vocab_size, (2, 10))
+    monkeypatch.setattr(generate, "MAMBA_CHUNK_TOKENS", 6)  # chunks of 3, 3, 3, 1 positions
+    with torch.no_grad():
+        logits, state = generate.read_prompt(model, "mamba", idx)
+        ref_logits, ref_state = model(idx)
+    torch.testing.assert_close(logits, ref_logits[:, -1])
+    for (h, conv), (ref_h, ref_conv) in zip(state, ref_state, strict=True):
+        torch.testing.assert_close(h, ref_h)
+        torch.testing.assert_close(conv, ref_conv)
 
 
 def test_bench_generate_synthetic_cache_steps_like_a_real_one():
