@@ -15,6 +15,7 @@ from minrnn.bench.baselines import LoopGRU, LoopLSTM
 from minrnn.bench.common import num_threads, peak_memory, time_interleaved, time_steps
 from minrnn.cli import parse_list
 from minrnn.cli import main
+from tests.helpers import HAS_MAMBAPY, needs_mambapy
 
 TINY = dict(seq_lens=[8, 16], batch=2, d_in=8, d_h=8, threads=[1], repeats=1)
 MACHINE_KEYS = {"cpu_model", "cpu_count", "device", "gpu", "versions", "load_average", "time_utc"}
@@ -243,8 +244,9 @@ def test_cli_bench_bad_input(capsys):
 
 
 def test_bench_generate_smoke(tmp_path, capsys):
-    """`minrnn bench generate` end to end on tiny sizes: every kind, a prompt-read and a synthetic
-    context, rows complete, floor and ratio on the minRNN rows, table and files written."""
+    """`minrnn bench generate` end to end on tiny sizes: every kind that runs here (mamba too where
+    mambapy is installed), a prompt-read and a synthetic context, rows complete, floor and ratio on
+    the minRNN rows, table and files written."""
     from minrnn.bench import generate
 
     args = ["bench", "generate", "--batches", "1,2", "--contexts", "3,40", "--threads", "1", "--tokens", "2", "--warmup", "1",
@@ -255,13 +257,34 @@ def test_bench_generate_smoke(tmp_path, capsys):
     result = json.loads(next(tmp_path.glob("generate-cpu-*.json")).read_text())
     assert (tmp_path / next(tmp_path.glob("generate-cpu-*.json")).with_suffix(".md").name).exists()
     rows = result["rows"]
-    assert {r["kind"] for r in rows} == set(generate.KINDS)
-    assert len(rows) == len(generate.KINDS) * 2 * 2
+    kinds = set(generate.KINDS) - (set() if HAS_MAMBAPY else {"mamba"})
+    assert result["config"]["kinds"] == [k for k in generate.KINDS if k in kinds]
+    assert {r["kind"] for r in rows} == kinds
+    assert len(rows) == len(kinds) * 2 * 2
     for r in rows:
         assert r["median_ms"] > 0 and r["tokens_per_s"] > 0
         assert r["state"] == ("prompt" if r["batch"] * r["context"] <= 40 else "synthetic") or r["state"].startswith("synthetic")
         assert ("floor_ms" in r) == (r["kind"] in ("mingru", "minlstm"))
     assert set(result["cpu_flags"]) >= {"avx512_bf16", "amx_bf16"}
+
+
+@needs_mambapy
+def test_bench_generate_reads_a_mamba_prompt_in_chunks_like_in_one_pass(monkeypatch):
+    """Mamba's prompt, read in chunks (state carried; the last chunk shorter), leaves the logits
+    and state of one parallel pass over it (float64)."""
+    from minrnn.bench import generate
+
+    cfg = generate.GenerateConfig(kinds=["mamba"], contexts=[10], tokens=1, warmup=0, model={"d_model": 8, "n_layers": 2})
+    model = generate.build("mamba", cfg).double()
+    idx = torch.randint(0, model.config.vocab_size, (2, 10))
+    monkeypatch.setattr(generate, "MAMBA_CHUNK_TOKENS", 6)  # chunks of 3, 3, 3, 1 positions
+    with torch.no_grad():
+        logits, state = generate.read_prompt(model, "mamba", idx)
+        ref_logits, ref_state = model(idx)
+    torch.testing.assert_close(logits, ref_logits[:, -1])
+    for (h, conv), (ref_h, ref_conv) in zip(state, ref_state, strict=True):
+        torch.testing.assert_close(h, ref_h)
+        torch.testing.assert_close(conv, ref_conv)
 
 
 def test_bench_generate_synthetic_cache_steps_like_a_real_one():

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from minrnn.cli import build_parser, main
 from minrnn.train.checkpoint import BEST, CHECKPOINT, load_checkpoint, save_checkpoint
+from tests.helpers import HAS_MAMBAPY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--d-model", "16", "--n-layers", "1", "--batch-size", "4", "--context", "32", "--eval-every", "2", "--eval-iters", "2"]
@@ -275,6 +276,8 @@ CASES: list[tuple[tuple[str, ...], list[str], str]] = [
     (("bench", "scan"), ["--ops", "fft"], "unknown op"),
     (("bench", "scan"), ["--copy-mib", "0"], "copy_mib must be > 0"),
 ]
+if HAS_MAMBAPY:  # without mambapy, `--kinds mamba` is the install hint (test below)
+    CASES.append((("bench", "generate"), ["--kinds", "mamba", "--dtype", "bfloat16"], "mamba runs with float32 weights only"))
 if not torch.cuda.is_available():
     CASES += [(("sample",), ["--device", "cuda"], "no usable CUDA GPU"), (("sample",), ["--backend", "triton"], "cannot run on this machine")]
     CASES.append((("eval", "rl"), ["--device", "cuda"], "no usable CUDA GPU"))
@@ -386,6 +389,21 @@ def test_every_flag_has_a_case():
             if flag not in tested and (*path, flag) not in EXEMPT:
                 missing.append(" ".join((*path, flag)))
     assert not missing, f"flags without a bad-value case: {missing}"
+
+
+def test_bench_generate_without_mambapy(monkeypatch, tmp_path, capsys):
+    """Without mambapy, `--kinds mamba` is a one-line install hint before anything is timed, and
+    the default kinds leave mamba out."""
+    from minrnn.bench import generate
+    from minrnn.models.mamba import INSTALL_HINT
+
+    for name in ("mambapy", "mambapy.mamba", "mambapy.pscan"):
+        monkeypatch.setitem(sys.modules, name, None)  # import mambapy now raises ImportError
+    argv = [a.format(out=str(tmp_path / "out")) for a in BASE[("bench", "generate")]]
+    code, err = cli([*argv, "--kinds", "mingru,mamba"], capsys)
+    assert code == 2 and err == f"minrnn: error: {INSTALL_HINT}\n", err
+    assert not list((tmp_path / "out").glob("generate-*"))
+    assert "mamba" not in generate.available_kinds() and generate.GenerateConfig().kinds == ["mingru", "minlstm", "transformer", "gru", "lstm"]
 
 
 def test_no_command_is_a_usage_error(capsys):

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--budget", type=float, default=60.0, help="seconds per measurement before repeats stop")
     scan.add_argument("--copy-mib", type=float, default=256.0, help="size of the tensor copied to measure bandwidth")
     gen = bench_sub.add_parser("generate", help="time per generated token vs context, every LM kind, beside the matmul floor (paper App. D.2)")
-    gen.add_argument("--kinds", default=None, help="comma-separated subset of mingru,minlstm,transformer,gru,lstm (default: all)")
+    gen.add_argument("--kinds", default=None, help="comma-separated subset of " + ",".join(TASKS["shakespeare"].MODEL_KINDS)
+                     + " (default: all that run here; mamba needs the mamba extra and float32)")
     gen.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
     gen.add_argument("--contexts", default="16,64,256,1024,4096", help="comma-separated context lengths L (tokens read before)")
     gen.add_argument("--threads", default="1,2", help="comma-separated thread counts, each run in turn")
@@ -401,6 +402,7 @@ def _bench_generate(args: argparse.Namespace, log) -> int:
         if v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     cfg = generate.GenerateConfig(
+        kinds=None if args.kinds is None else parse_list(args.kinds),
         batches=parse_list(args.batches, int),
         contexts=parse_list(args.contexts, int),
         threads=parse_list(args.threads, int),
@@ -413,9 +415,6 @@ def _bench_generate(args: argparse.Namespace, log) -> int:
         max_cache_gib=args.max_cache_gib,
         seed=args.seed,
     )
-    if args.kinds is not None:
-        cfg.kinds = parse_list(args.kinds)
-        cfg.__post_init__()
     result = generate.run_and_save(cfg, args.out, plot=not args.no_plot, log=log)
     print(result["table"])
     print("results: " + ", ".join(str(p) for p in result["files"].values() if p))

@@ -1,5 +1,6 @@
 """Inference runtime (the paper's claim that a minRNN generates in O(1) per token): time per
-generated token against the context already read, for every LM model kind.
+generated token against the context already read, for every LM model kind of the Shakespeare task
+(`shakespeare.MODEL_KINDS`; mamba where the `mamba` extra is installed, float32 weights only).
 
 For each thread count, model kind and batch size B, the model (random weights: the time does not
 depend on them) holds the state after a context of L tokens, then generates ``tokens`` tokens one
@@ -9,7 +10,8 @@ tokens per second (B / time), and for the minRNN kinds the *matmul floor*: the m
 weights applied to inputs of the step's shapes (B, in_features), back to back, which no step can
 beat, and the ratio of the step to it. The op-by-op reference step of the minRNN kinds
 (`MinRNNLM.reference_step`, what `step` ran before the fused path) is timed beside it at the
-shortest context.
+shortest context. Mamba steps through its own recurrent step (`MambaLM.step`, mambapy's
+`Mamba.step`: O(1) state per token, like the minRNN kinds).
 
 How a context of L tokens is made: by reading a random prompt of L tokens in parallel mode when
 B x L <= ``prefill_tokens``; otherwise the state is synthetic: a recurrent model's state has the
@@ -37,15 +39,31 @@ from minrnn.bench.common import format_table, num_threads, result_path, write_js
 from minrnn.models import build_model
 from minrnn.models.baselines import KVCache, TransformerLM, _KVStore
 from minrnn.models.lm import MinRNNLM
+from minrnn.models.registry import missing_dependency
+from minrnn.tasks import shakespeare
 from minrnn.train.machine import machine_info
 
-KINDS = ("mingru", "minlstm", "transformer", "gru", "lstm")
+# The LM kinds, at the sizes of a Shakespeare preset (the task decides which kinds it trains).
+KINDS = shakespeare.MODEL_KINDS
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Kinds whose step runs with float32 weights only: mambapy's Mamba step computes A and D in float32
+# and multiplies them with the weights' dtype (a bf16 model fails there).
+FLOAT32_ONLY = ("mamba",)
+# Mamba's parallel read (mambapy's pscan) holds several (B, L, expand * D, d_state) float32 tensors:
+# at the paper size ~0.5 GB per 1000 tokens (8.4 GB peak for a 64 x 256 prompt), so its prompt is
+# read in chunks of this many tokens (B x chunk length), the state carried from chunk to chunk.
+MAMBA_CHUNK_TOKENS = 2048
+
+
+def available_kinds(dtype: str = "float32") -> list[str]:
+    """The kinds that run here with ``dtype`` weights: their optional dependencies import (mamba:
+    mambapy) and they take that dtype."""
+    return [k for k in KINDS if missing_dependency(k) is None and (dtype == "float32" or k not in FLOAT32_ONLY)]
 
 
 @dataclass
 class GenerateConfig:
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    kinds: list[str] | None = None  # None: `available_kinds(dtype)`
     batches: list[int] = field(default_factory=lambda: [1, 8, 64])
     contexts: list[int] = field(default_factory=lambda: [16, 64, 256, 1024, 4096])
     threads: list[int] = field(default_factory=lambda: [1, 2])
@@ -63,13 +81,20 @@ class GenerateConfig:
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise ValueError(f"{name} must be a non-empty list of positive ints, got {values!r}")
+        if self.dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"dtype must be one of {list(WEIGHT_DTYPES)}, got {self.dtype!r}")
+        if self.kinds is None:
+            self.kinds = available_kinds(self.dtype)
         unknown = [k for k in self.kinds if k not in KINDS]
         if not self.kinds or unknown:
             raise ValueError(f"kinds must be a non-empty list of {list(KINDS)}, got {self.kinds!r}")
+        for kind in self.kinds:  # before any kind is timed, not when its turn comes
+            if (hint := missing_dependency(kind)) is not None:
+                raise ImportError(hint)
+        if self.dtype != "float32" and (only := [k for k in self.kinds if k in FLOAT32_ONLY]):
+            raise ValueError(f"{', '.join(only)} runs with float32 weights only; drop it from kinds or use dtype float32")
         if self.tokens < 1 or self.warmup < 0:
             raise ValueError(f"need tokens >= 1 and warmup >= 0, got tokens={self.tokens}, warmup={self.warmup}")
-        if self.dtype not in WEIGHT_DTYPES:
-            raise ValueError(f"dtype must be one of {list(WEIGHT_DTYPES)}, got {self.dtype!r}")
         if self.prefill_tokens < 1:
             raise ValueError(f"prefill_tokens must be >= 1, got {self.prefill_tokens}")
         if not self.max_cache_gib > 0:
@@ -87,7 +112,6 @@ def cpu_flags() -> dict[str, bool]:
 
 
 def build(kind: str, cfg: GenerateConfig) -> nn.Module:
-    from minrnn.tasks import shakespeare
     from minrnn.tasks.base import fresh_run_config
 
     # The Transformer's window holds the longest context plus everything generated after it.
@@ -128,18 +152,30 @@ def synthetic_cache(model: TransformerLM, batch: int, length: int, gen: torch.Ge
     return KVCache(store.tokens, store)
 
 
+def read_prompt(model: nn.Module, kind: str, idx: torch.Tensor):
+    """(last logits (B, V), state) after reading ``idx`` (B, L) in parallel mode. Mamba reads it
+    in chunks of `MAMBA_CHUNK_TOKENS` (B x chunk) tokens, each from the state the previous left."""
+    if kind != "mamba":
+        logits, state = model(idx)
+        return logits[:, -1], state
+    state = None
+    for chunk in idx.split(max(1, MAMBA_CHUNK_TOKENS // idx.shape[0]), dim=1):
+        logits, state = model(chunk, state)
+    return logits[:, -1], state
+
+
 def context_state(model: nn.Module, kind: str, batch: int, length: int, cfg: GenerateConfig, gen: torch.Generator):
     """(last logits (B, V), state after ``length`` tokens, how it was made)."""
     vocab = model.config.vocab_size
     if batch * length <= cfg.prefill_tokens:
-        logits, state = model(torch.randint(0, vocab, (batch, length), generator=gen))
-        return logits[:, -1], state, "prompt"
+        logits, state = read_prompt(model, kind, torch.randint(0, vocab, (batch, length), generator=gen))
+        return logits, state, "prompt"
     if kind == "transformer":
         state = synthetic_cache(model, batch, length, gen)
         return torch.zeros(batch, vocab), state, "synthetic"
     short = max(1, cfg.prefill_tokens // batch)
-    logits, state = model(torch.randint(0, vocab, (batch, short), generator=gen))
-    return logits[:, -1], state, f"synthetic (state of a {short}-token prompt: same size)"
+    logits, state = read_prompt(model, kind, torch.randint(0, vocab, (batch, short), generator=gen))
+    return logits, state, f"synthetic (state of a {short}-token prompt: same size)"
 
 
 def _median_ms(times: list[float]) -> float:
@@ -218,6 +254,10 @@ def run_generate(cfg: GenerateConfig, log: Callable[[str], None] | None = None) 
         "The Transformer's position table covers the longest context plus the generated tokens, so its KV "
         "cache never slides.",
     ]
+    if "mamba" in cfg.kinds:
+        notes.append(f"mamba = MambaLM (mambapy's blocks); its prompt is read by MambaLM.forward (mambapy's parallel scan, "
+                     f"{MAMBA_CHUNK_TOKENS} tokens (B x chunk) at a time, state carried) and each token by MambaLM.step "
+                     "(mambapy's recurrent step); no floor is timed for it.")
     return {"config": asdict(cfg), "machine": machine, "cpu_flags": cpu_flags(), "params": params, "rows": rows, "notes": notes}
 
 

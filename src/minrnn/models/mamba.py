@@ -50,6 +50,15 @@ def _mambapy() -> Any:
     return mambapy
 
 
+def missing_dependency() -> str | None:
+    """None when mambapy imports (a `MambaLM` can be built), else the install hint."""
+    try:
+        _mambapy()
+    except ImportError:
+        return INSTALL_HINT
+    return None
+
+
 @dataclass
 class MambaConfig:
     """A Mamba LM: ``n_layers`` blocks of width ``d_model``, SSM state size ``d_state``, inner width

@@ -32,6 +32,7 @@ from minrnn.models.baselines import RNNConfig, RNNLM, TransformerConfig, Transfo
 from minrnn.models.decision import DecisionConfig, DecisionModel
 from minrnn.models.lm import LMConfig, MinRNNLM
 from minrnn.models.mamba import MambaConfig, MambaLM  # imports mambapy only when a MambaLM is built
+from minrnn.models.mamba import missing_dependency as _mamba_missing
 
 # arch name (as saved in a run's config) -> (config dataclass, model class)
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
@@ -60,6 +61,9 @@ class ModelKind:
 
     ``backbone(settings)`` builds the kind's backbone for a decision model from `BACKBONE_FIELDS`
     and ``backbone_options`` (None: the kind has none).
+
+    ``missing()`` says whether the kind's optional dependencies import: None if they do (or it has
+    none), else the one-line install hint (what building the model would raise).
     """
 
     name: str
@@ -69,6 +73,7 @@ class ModelKind:
     options: tuple[str, ...] = ()
     backbone: Callable[[dict[str, Any]], nn.Module] | None = None
     backbone_options: tuple[str, ...] = ()
+    missing: Callable[[], str | None] = lambda: None
 
 
 _MINRNN_OPTIONS = tuple(f.name for f in fields(LMConfig) if f.name not in COMMON_FIELDS)
@@ -135,6 +140,7 @@ register_kind(
         "mamba", "mamba", "Mamba baseline on mambapy (pip install 'minrnn[mamba]')",
         lambda settings, context: MambaConfig(**_common(settings), **{k: settings[k] for k in _MAMBA_OPTIONS if k in settings}),
         _MAMBA_OPTIONS,
+        missing=_mamba_missing,
     ),
     arch=(MambaConfig, MambaLM),
 )
@@ -144,6 +150,11 @@ def get_kind(name: str) -> ModelKind:
     if name not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {name!r}; choose from {list(MODEL_KINDS)}")
     return MODEL_KINDS[name]
+
+
+def missing_dependency(name: str) -> str | None:
+    """None when model kind ``name`` can be built here, else how to install what it needs."""
+    return get_kind(name).missing()
 
 
 def _check_family(family: str) -> None:
@@ -223,5 +234,5 @@ def build_model(arch: str, config: dict) -> nn.Module:
 
 __all__ = [
     "ARCHS", "COMMON_FIELDS", "BACKBONE_FIELDS", "FAMILIES", "MODEL_KINDS", "ModelKind", "register_kind", "get_kind",
-    "check_options", "model_config", "build_backbone", "model_fields", "build_model",
+    "check_options", "missing_dependency", "model_config", "build_backbone", "model_fields", "build_model",
 ]
