@@ -494,6 +494,21 @@ def _check_packed(pre: Tensor, n: int) -> None:
         )
 
 
+def _run_packed(n: int, pre: Tensor, h0: Tensor | None, mask: Tensor | None, activation: str, backend: str | None) -> Tensor:
+    """min_gru (n = 2) or min_lstm (n = 3) on packed pre-activations: the backend's packed kernel,
+    or a split and the unpacked op where it has none."""
+    _check_packed(pre, n)
+    impl = get_backend(pre, backend)
+    packed, unpacked = (impl.min_gru_packed, min_gru) if n == 2 else (impl.min_lstm_packed, min_lstm)
+    if packed is None:
+        return unpacked(*pre.chunk(n, dim=-1), h0, mask, activation=activation, backend=backend)
+    first = pre[..., : pre.shape[-1] // n]  # for the checks' shapes only
+    _check_h0(h0, first)
+    _check_mask(mask, first)
+    _check_activation(activation)
+    return packed(pre, h0, mask, activation=activation)
+
+
 def min_gru_packed(
     pre: Tensor,
     h0: Tensor | None = None,
@@ -510,15 +525,7 @@ def min_gru_packed(
     Args: h0, mask, activation, backend as in `min_gru` (H = pre.shape[-1] // 2).
     Returns: h (B, T, H) in pre's dtype.
     """
-    _check_packed(pre, 2)
-    impl = get_backend(pre, backend)
-    if impl.min_gru_packed is None:
-        return min_gru(*pre.chunk(2, dim=-1), h0, mask, activation=activation, backend=backend)
-    gate = pre[..., : pre.shape[-1] // 2]  # for the checks' shapes only
-    _check_h0(h0, gate)
-    _check_mask(mask, gate)
-    _check_activation(activation)
-    return impl.min_gru_packed(pre, h0, mask, activation=activation)
+    return _run_packed(2, pre, h0, mask, activation, backend)
 
 
 def min_lstm_packed(
@@ -531,15 +538,7 @@ def min_lstm_packed(
 ) -> Tensor:
     """`min_lstm` on packed pre-activations: ``pre`` (B, T, 3H) = [forget | input | cand]; otherwise
     as `min_gru_packed`."""
-    _check_packed(pre, 3)
-    impl = get_backend(pre, backend)
-    if impl.min_lstm_packed is None:
-        return min_lstm(*pre.chunk(3, dim=-1), h0, mask, activation=activation, backend=backend)
-    forget = pre[..., : pre.shape[-1] // 3]
-    _check_h0(h0, forget)
-    _check_mask(mask, forget)
-    _check_activation(activation)
-    return impl.min_lstm_packed(pre, h0, mask, activation=activation)
+    return _run_packed(3, pre, h0, mask, activation, backend)
 
 
 def step_kernels() -> ModuleType | None:
