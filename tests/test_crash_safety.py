@@ -19,8 +19,10 @@ import torch
 from minrnn.train.checkpoint import CHECKPOINT, load_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+# Long enough that the six kills (each after at most a few new steps) land before the run's end.
+STEPS = 60
 FLAGS = ["--d-model", "16", "--n-layers", "1", "--batch-size", "4", "--context", "32", "--eval-iters", "2", "--warmup-steps", "2",
-         "--steps", "24", "--eval-every", "3", "--ckpt-every", "2", "--dropout", "0.1"]
+         "--steps", str(STEPS), "--eval-every", "3", "--ckpt-every", "2", "--dropout", "0.1"]
 
 # `minrnn` with slow checkpoint writes: when $PAUSE_S is set, each safetensors file is written in two
 # halves with a pause between them (after announcing the file in $MARKER), so that a kill can land
@@ -82,6 +84,10 @@ def test_kill_9_again_and_again_then_resume_follows_the_uninterrupted_run(tmp_pa
     assert ref.wait(timeout=600) == 0, ref.stderr.read()
 
     rng = random.Random(torch.initial_seed())  # seeded per test by conftest: replayable
+    # A step's training time in the reference run: a random kill sleeps up to one step, so that it
+    # lands anywhere within a step without letting a fast machine train on to the end.
+    records = [json.loads(r) for r in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    step_s = records[-1]["time"] / STEPS
     # A kill inside the write of ckpt.safetensors (twice), inside whichever checkpoint file is
     # written next (best.safetensors, mostly), or at a random moment: start-up, a step, a validation.
     plans = ["in a write of .ckpt.safetensors"] * 2 + ["in a write of .safetensors"] + ["at a random moment"] * 3
@@ -103,7 +109,7 @@ def test_kill_9_again_and_again_then_resume_follows_the_uninterrupted_run(tmp_pa
         else:  # after 0 to 4 new steps, anywhere within the step
             k = rng.randrange(5)
             alive = wait_for(lambda: lines(run / "metrics.jsonl") >= start + k, proc)
-            time.sleep(rng.uniform(0, 0.3))
+            time.sleep(rng.uniform(0, step_s))
         if not alive or proc.poll() is not None:
             pytest.fail(f"the run ended before the kill {plan!r}: {proc.stderr.read()}")
         proc.send_signal(signal.SIGKILL)
@@ -113,7 +119,7 @@ def test_kill_9_again_and_again_then_resume_follows_the_uninterrupted_run(tmp_pa
     print("kills:", *landed, sep="\n  ")  # shown with -s
     assert curve(run) == curve(tmp_path / "ref"), landed
     a, b = load_checkpoint(tmp_path / "ref" / CHECKPOINT), load_checkpoint(run / CHECKPOINT)
-    assert a["step"] == b["step"] == 24
+    assert a["step"] == b["step"] == STEPS
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), (k, landed)
     assert json.loads((run / "result.json").read_text())["stopped"] == "finished"
