@@ -224,7 +224,10 @@ def plot(rows: list[dict], png_path: Path) -> Path | None:
     by_step.set_xlabel("step")
     by_time.set_xlabel(f"training time (h, {'process CPU' if clock == 'cpu_time' else 'wall clock'})")
     by_step.set_ylabel("validation loss")
-    by_step.set_ylim(top=min(by_step.get_ylim()[1], 2.5))  # the first evaluations dwarf the interesting part
+    # The first evaluations dwarf the interesting part: cut them off above 2.5, but never above a
+    # run's best loss (a run stopped early by a small budget stays in view).
+    bests = [r["best_val_loss"] for r in rows if r["val_curve"] and r["best_val_loss"] is not None and math.isfinite(r["best_val_loss"])]
+    by_step.set_ylim(top=min(by_step.get_ylim()[1], max([2.5] + [b + 0.2 for b in bests])))
     for ax in (by_step, by_time):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
