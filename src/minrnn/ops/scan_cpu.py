@@ -679,8 +679,9 @@ def _packed_fake(n: int):
 
 
 for _op, _bwd, _n in ((_min_gru_packed_op, _min_gru_packed_backward, 2), (_min_lstm_packed_op, _min_lstm_packed_backward, 3)):
-    _op.register_fake(_packed_fake(_n)[0])
-    _bwd.register_fake(_packed_fake(_n)[1])
+    _fake_forward, _fake_backward = _packed_fake(_n)
+    _op.register_fake(_fake_forward)
+    _bwd.register_fake(_fake_backward)
 
 
 # ----------------------------------------------------------------------------- autograd
