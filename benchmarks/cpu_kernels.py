@@ -372,7 +372,7 @@ def part_breakdown(args) -> dict:
                 bwd_k, (K._strided(g, cd), *cols, h0, m, has_mask, False, K._flat(h, cd), *dcols,
                         dh0.view(-1).numpy()), B, T, H),
             f"fresh (B, T, {n}H) float32: torch.empty + fill_": lambda: torch.empty(B, T, n * H).fill_(0),
-            f"fresh (B, T, {n}H) float32, huge pages advised (scan_cpu._empty) + fill_":
+            f"(B, T, {n}H) float32 from the ops' buffer cache (scan_cpu._empty) + fill_":
                 lambda: K._empty(B, T, n * H, dtype=torch.float32).fill_(0),
             f"existing (B, T, {n}H) float32: fill_": lambda: dpre.fill_(0),
         }  # fmt: skip

@@ -108,6 +108,29 @@ def test_peak_memory_is_the_running_peak():
     assert 2**20 <= one < 2**20 + 2**16
 
 
+def test_peak_memory_counts_the_cpu_ops_cached_outputs():
+    # The CPU ops' large outputs come from a cache of numpy buffers, which the profiler trace does
+    # not see: peak_memory turns it off for its step, so the layer counts h and d(pre) (and then
+    # more than its Linear alone) however warm the cache is.
+    from minrnn import MinGRU
+
+    layer, x = MinGRU(64, 64, batch_first=True), torch.randn(8, 2100, 64, requires_grad=True)  # h: 4.3 MB
+    g, g_pre = torch.randn(8, 2100, 64), torch.randn(8, 2100, 128)
+
+    def step():
+        out, _ = layer(x)
+        out.backward(g)
+
+    def linear_step():
+        layer.proj[0](x).backward(g_pre)
+
+    for _ in range(2):
+        step()  # warm: the buffers are cached now
+    cpu = torch.device("cpu")
+    h_bytes = 8 * 2100 * 64 * 4
+    assert peak_memory(step, cpu) >= peak_memory(linear_step, cpu) + h_bytes
+
+
 def test_num_threads_sets_torch_and_restores():
     # Only torch's count: the fused CPU kernels follow it, and numba's threading layer is left alone.
     before = torch.get_num_threads()

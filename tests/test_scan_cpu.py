@@ -313,24 +313,6 @@ def test_packed_bad_width_is_a_value_error():
         F.min_gru_packed(torch.randn(2, 3, 8), torch.randn(3, 4))
 
 
-def test_large_outputs_advised_to_huge_pages_are_ordinary_tensors():
-    # Outputs of >= 4 MiB get madvise(MADV_HUGEPAGE) before their first touch: still plain,
-    # writable, freeable CPU tensors, and the results are unchanged.
-    t = scan_cpu._empty(64, 64, 256, dtype=torch.float32)
-    assert t.shape == (64, 64, 256) and t.is_contiguous() and t.numel() * 4 >= scan_cpu._HUGE_MIN_BYTES
-    t.fill_(1.5)
-    assert float(t.sum()) == 1.5 * t.numel()
-    if scan_cpu._advise_huge_pages is not None:
-        scan_cpu._advise_huge_pages(t.data_ptr() + 1, 100)  # a range without a whole 2 MiB page: no-op
-    pre = torch.randn(64, 64, 2 * 256, requires_grad=True)
-    out = F.min_gru_packed(pre, backend="cpu")
-    ref = F.min_gru_packed(pre, backend="torch")
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    g_cpu, = torch.autograd.grad(out.sum(), pre)
-    g_ref, = torch.autograd.grad(ref.sum(), pre)
-    torch.testing.assert_close(g_cpu, g_ref, rtol=1e-4, atol=1e-5)
-
-
 # ----------------------------------------------------------------------------- plumbing
 
 

@@ -33,7 +33,8 @@ MEMORY_NOTE_CPU = (
     "every tensor (activations saved for backward, temporaries, gradients) exactly, independent of "
     "glibc's habit of keeping freed memory (which inflates RSS-based figures for tensors under 32 MiB), "
     "but it does not see memory a library allocates by itself (malloc inside oneDNN, or numpy/numba "
-    "arrays created inside a kernel instead of torch.empty)."
+    "arrays created inside a kernel instead of torch.empty); minrnn's CPU ops keep their large outputs in "
+    "a cache of numpy buffers (minrnn.ops.cpu_buffers), turned off for this step so that they are counted."
 )
 MEMORY_NOTE_CUDA = (
     "CUDA peak memory = torch.cuda.max_memory_allocated() during one step minus "
@@ -186,11 +187,14 @@ def peak_memory(step: Callable[[], object], device: torch.device) -> int:
         raise ValueError(f"peak memory is measured on cpu or cuda, got device {device}")
     from torch.profiler import ProfilerActivity, profile
 
+    from minrnn.ops import cpu_buffers
+
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_stderr():  # the profiler prints a line to stderr as it starts and stops
         prof.__enter__()
     try:
-        step()
+        with cpu_buffers.disabled():  # the CPU ops' cached buffers are numpy memory, unseen by the trace
+            step()
     finally:
         with _quiet_stderr():
             prof.__exit__(None, None, None)

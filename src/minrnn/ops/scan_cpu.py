@@ -38,10 +38,8 @@ so `torch.compile` treats them as opaque ops.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -52,6 +50,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
+
+from minrnn.ops import cpu_buffers
 
 # "contract" lets LLVM fuse a * b + c into one FMA; it changes no special-value semantics.
 # error_model="numpy": a float division by zero gives inf/NaN as in numpy and torch, instead of
@@ -423,45 +423,10 @@ def _is_identity(activation: str) -> bool:
     return activation == "identity"
 
 
-def _huge_pages_advisor() -> Callable[[int, int], None] | None:
-    """``advise(address, nbytes)``: madvise(MADV_HUGEPAGE) on the 2 MiB pages inside a range, or
-    None where that does not exist (not Linux, no libc)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    huge, MADV_HUGEPAGE = 1 << 21, 14
-
-    def advise(address: int, nbytes: int) -> None:
-        lo, hi = (address + huge - 1) & -huge, (address + nbytes) & -huge
-        if hi > lo:
-            madvise(lo, hi - lo, MADV_HUGEPAGE)  # a hint: failure (e.g. THP off) changes nothing
-
-    return advise
-
-
-_advise_huge_pages = _huge_pages_advisor()
-_HUGE_MIN_BYTES = 4 << 20
-
-
 def _empty(*shape: int, dtype: torch.dtype) -> Tensor:
-    """torch.empty, with large buffers advised to transparent huge pages before their first touch.
-
-    Every op returns fresh (B, T, H)-sized buffers (h, the gradients) that are written once. Fresh
-    large allocations come straight from mmap, and on our VM their first touch (a page fault per
-    4 KiB page) cost ~0.6-0.9 ms per MB, as much as the kernels' own work: a layer training step
-    spent as long faulting in h and d(pre) as computing them (benchmarks/NOTES-cpu.md). With
-    MADV_HUGEPAGE (THP in "madvise" or "always" mode) one fault maps 2 MiB: ~3-4x cheaper. It is
-    only a hint about our own memory; torch's THP_MEM_ALLOC_ENABLE=1 does the same for every tensor.
-    """
-    t = torch.empty(*shape, dtype=dtype)
-    nbytes = t.numel() * t.element_size()
-    if _advise_huge_pages is not None and nbytes >= _HUGE_MIN_BYTES:
-        _advise_huge_pages(t.data_ptr(), nbytes)
-    return t
+    """A fresh output buffer (h, a gradient): large ones come from `cpu_buffers`, which reuses the
+    buffers of earlier calls that no tensor holds any more, so a training loop maps them once."""
+    return cpu_buffers.empty(shape, dtype)
 
 
 # ----------------------------------------------------------------------------- custom ops
