@@ -22,6 +22,7 @@ except that its storage cannot be resized (`resize_` to a larger size raises).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -70,11 +71,8 @@ class BufferCache:
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """A contiguous tensor of ``shape``: a reused buffer where an unused one of its size exists."""
-        numel = 1
-        for s in shape:
-            numel *= s
         np_dtype = _NUMPY_DTYPES.get(dtype)
-        nbytes = numel * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if np_dtype is None or nbytes < MIN_BYTES or self._limit == 0:
             return torch.empty(shape, dtype=dtype)
         with self._lock:
